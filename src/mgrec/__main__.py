@@ -1,0 +1,5 @@
+import sys
+
+from mgrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""BM3 (Zhou et al., WWW 2023), as in MMRec. Trains without negative items.
+
+    (U_o, I_o') = mean_{l=0..L} A^l [E_user ; E_item],   I_o = I_o' + E_item
+    t_on = text_trs(T),  v_on = image_trs(V)           (T, V: trainable copies of the features)
+    targets: dropout_p of U_o, I_o, t_on, v_on (always on, no gradient) [R]
+    L = (1 - cos(P U_o[u], I_t[i])) + (1 - cos(P I_o[i], U_t[u]))
+        + reg_weight * (|U_o|_F + |I_o|_F) / I                       [R: full tables, unsquared]
+        + cl_weight * (4 feature-alignment terms)
+
+``feat_embed_dim`` is read from ``embedding_size``, as in the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgrec.models.base import ModelData, Recommender
+from mgrec.models.losses import emb_norm_loss
+
+
+def _alignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 1 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+
+
+class BM3(Recommender):
+    """Bootstrapped multimodal latent embeddings with a shared predictor."""
+
+    modalities = "any"
+    uses_negatives = False
+    config_schema = {
+        "embedding_size": "int+", "n_layers": "int0", "reg_weight": "number+",
+        "cl_weight": "number+", "dropout": "fraction",
+    }  # fmt: skip
+
+    def __init__(self, config: Mapping[str, Any], data: ModelData) -> None:
+        super().__init__(config, data)
+        d = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.reg_weight = float(config["reg_weight"])
+        self.cl_weight = float(config["cl_weight"])
+        self.dropout = float(config["dropout"])
+        self.norm_adj = data.norm_adj()
+        self.user_embedding = nn.Embedding(self.n_users, d)
+        self.item_id_embedding = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+        self.predictor = nn.Linear(d, d)
+        nn.init.xavier_normal_(self.predictor.weight)
+        self.has_v, self.has_t = data.v_feat is not None, data.t_feat is not None
+        if self.has_v:
+            self.image_embedding = nn.Embedding.from_pretrained(data.v_feat.clone(), freeze=False)
+            self.image_trs = nn.Linear(data.v_feat.shape[1], d)
+            nn.init.xavier_normal_(self.image_trs.weight)
+        if self.has_t:
+            self.text_embedding = nn.Embedding.from_pretrained(data.t_feat.clone(), freeze=False)
+            self.text_trs = nn.Linear(data.t_feat.shape[1], d)
+            nn.init.xavier_normal_(self.text_trs.weight)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """LightGCN layer mean: user [U, d] and item [I, d] (item id embedding added again)."""
+        x = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], dim=0)
+        layers = [x]
+        for _ in range(self.n_layers):
+            x = torch.sparse.mm(self.norm_adj, x)
+            layers.append(x)
+        out = torch.stack(layers, dim=1).mean(dim=1)
+        return out[: self.n_users], out[self.n_users :] + self.item_id_embedding.weight
+
+    def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        users, items = batch[0], batch[1]
+        user_online, item_online = self.forward()
+        # Features are projected for the batch's distinct items only (the reference projects
+        # every item and then indexes; each row's value and dropout mask are drawn alike).
+        distinct, rows = torch.unique(items, return_inverse=True)
+        t_online = self.text_trs(self.text_embedding(distinct)) if self.has_t else None
+        v_online = self.image_trs(self.image_embedding(distinct)) if self.has_v else None
+        with torch.no_grad():  # targets: dropout always in training mode [R]
+            user_target = F.dropout(user_online, self.dropout, training=True)
+            item_target = F.dropout(item_online, self.dropout, training=True)
+            t_target = (
+                None if t_online is None else F.dropout(t_online, self.dropout, training=True)
+            )
+            v_target = (
+                None if v_online is None else F.dropout(v_online, self.dropout, training=True)
+            )
+        user_pred = self.predictor(user_online)[users]
+        item_pred = self.predictor(item_online)[items]
+        user_target, item_target = user_target[users], item_target[items]
+        # Summed in the reference's order: text-id, image-id, text-text, image-image.
+        to_id, to_self = [], []
+        for online, target in ((t_online, t_target), (v_online, v_target)):
+            if online is not None:
+                pred = self.predictor(online)[rows]
+                to_id.append(_alignment(pred, item_target))
+                to_self.append(_alignment(pred, target[rows]))
+        feature_loss = sum(to_id + to_self, torch.zeros((), device=self.device))
+        loss = _alignment(user_pred, item_target) + _alignment(item_pred, user_target)
+        reg = emb_norm_loss(user_online, item_online)
+        return loss + self.reg_weight * reg + self.cl_weight * feature_loss
+
+    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user_e, item_e = self.forward()
+        return self.predictor(user_e), self.predictor(item_e)

@@ -1,0 +1,31 @@
+"""Loss helpers with the reference's exact reductions (they differ per model, see MODELS.md)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def bpr_log_gamma(pos: torch.Tensor, neg: torch.Tensor, gamma: float = 1e-10) -> torch.Tensor:
+    """``-mean(log(gamma + sigmoid(pos - neg)))`` (MMRec's BPRLoss, VBPR). Shape []."""
+    return -torch.log(gamma + torch.sigmoid(pos - neg)).mean()
+
+
+def emb_norm_loss(*embeddings: torch.Tensor) -> torch.Tensor:
+    """Sum of Frobenius norms (not squared) over the row count of the last tensor. Shape [1]."""
+    total = torch.zeros(1, device=embeddings[-1].device)
+    for embedding in embeddings:
+        total = total + torch.norm(embedding, p=2)
+    return total / embeddings[-1].shape[0]
+
+
+def half_squared_l2(*embeddings: torch.Tensor) -> torch.Tensor:
+    """``sum_k 0.5 * sum(E_k ** 2)``, no averaging (MMRec's L2Loss). Shape [1]."""
+    total = torch.zeros(1, device=embeddings[-1].device)
+    for embedding in embeddings:
+        total = total + 0.5 * torch.sum(embedding**2)
+    return total
+
+
+def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a_r, b_r>`` per row: [B, D], [B, D] -> [B]."""
+    return (a * b).sum(dim=1)

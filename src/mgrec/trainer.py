@@ -1,0 +1,205 @@
+"""The training loop with Mirror Gradient, exactly as the reference trainer runs it.
+
+For batch index ``b`` (restarting at 0 every epoch) with ``b % beta == 0`` under MG::
+
+    mirror_batch = batch.clone()              # models may edit their batch in place
+    (alpha1 * L(batch)).backward(); step(); zero_grad()
+    (-alpha2 * L(mirror_batch)).backward()    # the "mirror" step: gradient sign flipped
+    [clip]; step()
+
+Every other batch takes one ordinary step. The epoch loss is the sum of first-pass losses. Each
+epoch: ``pre_epoch_processing`` -> batches -> LR scheduler step -> validation every
+``eval_step`` epochs -> early stopping on ``valid_metric`` (compared at 4 decimals, as the
+reference's rounded results). The test split is evaluated only when validation improves: the
+reference evaluates it every epoch but only ever reports it at the best-validation epoch.
+
+The trainer knows nothing of any model: it calls ``pre_epoch_processing``, ``calculate_loss``
+and ``parameters``; evaluation comes in as two callables.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import clip_grad_norm_
+
+from mgrec.metrics import round4
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+def build_optimizer(
+    params: Iterable[nn.Parameter], learner: str, learning_rate: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """One of the reference's learners (adam, sgd, adagrad, rmsprop) over ``params``.
+
+    The fused implementation is used where torch has one (same update rule, one kernel for all
+    parameters: ~14x faster than the per-tensor loop for Adam on a CPU); results agree with the
+    reference's default implementation to float rounding (checked against ``mg-trainer.pth``).
+    """
+    params = list(params)
+    optimizer = OPTIMIZERS[learner.lower()]
+    try:
+        return optimizer(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this learner/device
+        return optimizer(params, lr=learning_rate, weight_decay=weight_decay, foreach=True)
+
+
+@dataclass
+class EpochRecord:
+    """What happened in one epoch (``valid``/``test`` are None when not evaluated)."""
+
+    epoch: int
+    loss: float
+    train_seconds: float
+    eval_seconds: float = 0.0
+    valid: dict[str, float] | None = None
+    test: dict[str, float] | None = None
+    improved: bool = False
+
+
+@dataclass
+class FitResult:
+    """The outcome of training one combination.
+
+    ``stopped`` is "early-stopping", "max-epochs" or "nan-loss". ``best_state`` is a CPU copy of
+    the parameters at the best-validation epoch (when asked for).
+    """
+
+    best_epoch: int | None
+    best_valid: dict[str, float]
+    test_at_best: dict[str, float]
+    history: list[EpochRecord] = field(default_factory=list)
+    stopped: str = "max-epochs"
+    message: str = ""
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+class Trainer:
+    """Optimise a model with plain steps or Mirror Gradient (config keys as the reference).
+
+    Args:
+        model: any ``Recommender``.
+        config: one grid combination (learner, learning_rate, weight_decay,
+            learning_rate_scheduler, clip_grad_norm, epochs, eval_step, stopping_step,
+            valid_metric, and with ``mg`` on: alpha1, alpha2, beta).
+    """
+
+    def __init__(self, model: nn.Module, config: Mapping[str, Any]) -> None:
+        self.model = model
+        self.epochs = int(config["epochs"])
+        self.eval_step = min(int(config["eval_step"]), self.epochs)
+        self.stopping_step = int(config["stopping_step"])
+        self.valid_metric = str(config["valid_metric"]).lower()
+        self.clip = dict(config["clip_grad_norm"]) if config.get("clip_grad_norm") else None
+        self.mg = bool(config.get("mg"))
+        if self.mg:
+            self.alpha1 = float(config["alpha1"])
+            self.alpha2 = float(config["alpha2"])
+            self.beta = int(config["beta"])
+        self.optimizer = build_optimizer(
+            model.parameters(),
+            str(config["learner"]),
+            float(config["learning_rate"]),
+            float(config.get("weight_decay") or 0.0),
+        )
+        base, period = config["learning_rate_scheduler"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda=lambda epoch: base ** (epoch / period)
+        )
+
+    def _step(self) -> None:
+        if self.clip:
+            clip_grad_norm_(self.model.parameters(), **self.clip)
+        self.optimizer.step()
+
+    def train_epoch(self, batches: Iterable[torch.Tensor]) -> float:
+        """One pass over ``batches``; returns the sum of first-pass losses (NaN if any was NaN)."""
+        self.model.train()
+        total = torch.zeros((), dtype=torch.float64)
+        mirror_nan = torch.zeros((), dtype=torch.bool)
+        for index, batch in enumerate(batches):
+            self.optimizer.zero_grad()
+            if self.mg and index % self.beta == 0:
+                mirror_batch = batch.clone()
+                loss = self.model.calculate_loss(batch)
+                (self.alpha1 * loss).backward()
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                mirror_loss = self.model.calculate_loss(mirror_batch)
+                (-self.alpha2 * mirror_loss).backward()
+                mirror_nan = mirror_nan.to(loss.device) | torch.isnan(mirror_loss.detach()).any()
+            else:
+                loss = self.model.calculate_loss(batch)
+                loss.backward()
+            self._step()
+            # Accumulated on the device: no host sync per batch.
+            total = total.to(loss.device) + loss.detach().double().sum()
+        value = float(total)
+        return math.nan if bool(mirror_nan) else value
+
+    def fit(
+        self,
+        batches: Iterable[torch.Tensor],
+        validate: Callable[[], dict[str, float]],
+        test: Callable[[], dict[str, float]],
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        keep_best_state: bool = False,
+    ) -> FitResult:
+        """Train with early stopping; return the best-validation results and test at that epoch."""
+        result = FitResult(best_epoch=None, best_valid={}, test_at_best={})
+        best_score, bad_evals = -1.0, 0
+        for epoch in range(self.epochs):
+            start = time.perf_counter()
+            self.model.pre_epoch_processing()
+            loss = self.train_epoch(batches)
+            self.scheduler.step()
+            record = EpochRecord(epoch, loss, time.perf_counter() - start)
+            if math.isnan(loss):
+                result.stopped = "nan-loss"
+                result.message = (
+                    f"loss is NaN at epoch {epoch}: this combination ends here "
+                    "(try a smaller learning_rate); its best results so far are kept"
+                )
+                result.history.append(record)
+                if on_epoch:
+                    on_epoch(record)
+                break
+            stop = False
+            if (epoch + 1) % self.eval_step == 0:
+                start = time.perf_counter()
+                record.valid = validate()
+                score = round4(record.valid[self.valid_metric])  # as the reference compares
+                if score > best_score:
+                    best_score, bad_evals = score, 0
+                    record.improved = True
+                    record.test = test()
+                    result.best_epoch = epoch
+                    result.best_valid, result.test_at_best = record.valid, record.test
+                    if keep_best_state:
+                        result.best_state = {
+                            k: v.detach().to("cpu", copy=True)
+                            for k, v in self.model.state_dict().items()
+                        }
+                else:
+                    bad_evals += 1
+                    stop = bad_evals > self.stopping_step
+                record.eval_seconds = time.perf_counter() - start
+            result.history.append(record)
+            if on_epoch:
+                on_epoch(record)
+            if stop:
+                result.stopped = "early-stopping"
+                break
+        return result

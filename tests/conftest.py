@@ -1,0 +1,70 @@
+"""Shared fixtures: the golden reference fixtures and small datasets written to temp folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mgrec.config import grid, load_config
+from mgrec.data.cache import Cache
+from mgrec.data.dataset import load_dataset
+from mgrec.models import MODELS, ModelData
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+GOLDEN_DATA = GOLDEN / "data"
+
+
+@pytest.fixture(scope="session")
+def summary() -> dict:
+    return json.loads((GOLDEN / "reference" / "summary.json").read_text())
+
+
+def golden_combo(model: str, summary: dict, **extra) -> dict:
+    """The config the golden fixtures were made with: YAML defaults plus summary overrides."""
+    overrides = dict(summary["models"][model]["config"])
+    overrides.update(data_path=str(GOLDEN_DATA), **extra)
+    return grid(load_config(model, "golden11", mg=True, overrides=overrides))[0]
+
+
+def build_golden_model(model: str, summary: dict, tmp_path: Path, **extra):
+    combo = golden_combo(model, summary, **extra)
+    data = load_dataset(combo, MODELS[model].modalities)
+    model_data = ModelData.from_dataset(data, torch.device("cpu"), Cache(tmp_path / "cache"))
+    torch.manual_seed(999)
+    return MODELS[model](combo, model_data), data, combo
+
+
+def write_inter(
+    folder: Path, name: str, rows: list[tuple], header=("userID", "itemID", "x_label")
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=list(header)).to_csv(folder / f"{name}.inter", sep="\t", index=False)
+    return folder
+
+
+def tiny_dataset(
+    root: Path, name: str = "tiny", n_users: int = 30, n_items: int = 20, seed: int = 0
+) -> Path:
+    """A small valid dataset: every user has 6 train rows, one valid and one test row."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(n_users):
+        items = rng.choice(n_items, 8, replace=False)
+        rows += [(user, int(i), 0) for i in items[:6]]
+        rows += [(user, int(items[6]), 1), (user, int(items[7]), 2)]
+    folder = write_inter(root / name, name, rows)
+    np.save(folder / "image_feat.npy", rng.random((n_items, 12)).astype(np.float32))
+    np.save(folder / "text_feat.npy", rng.normal(size=(n_items, 8)).astype(np.float32))
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """data_path holding the dataset 'tiny'."""
+    tiny_dataset(tmp_path / "data")
+    return tmp_path / "data"
