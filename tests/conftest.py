@@ -48,13 +48,15 @@ def write_inter(
 
 
 def tiny_dataset(
-    root: Path, name: str = "tiny", n_users: int = 30, n_items: int = 20, seed: int = 0
+    root: Path, name: str = "tiny", n_users: int = 30, n_items: int = 60, seed: int = 0
 ) -> Path:
     """A small valid dataset: every user has 6 train rows, one valid and one test row."""
     rng = np.random.default_rng(seed)
     rows = []
     for user in range(n_users):
-        items = rng.choice(n_items, 8, replace=False)
+        items = rng.choice(n_items - 1, 8, replace=False)
+        if user == 0:
+            items[0] = n_items - 1  # the last item id occurs, so n_items is as asked
         rows += [(user, int(i), 0) for i in items[:6]]
         rows += [(user, int(items[6]), 1), (user, int(items[7]), 2)]
     folder = write_inter(root / name, name, rows)

@@ -272,22 +272,22 @@ def train_grid(config: Mapping[str, Any], output: Path | None = None) -> dict[st
     for combo in combos:
         configuration.validate(combo)
         model_class(combo["model"]).check_config(combo)
-    folder = run_dir(config)
-    setup_logging(folder / "train.log")
-    configuration.dump(config, folder / "config.yaml")
+    # Every input is checked before anything is written.
     data = prepare_data(config)
-    log.info(data.summary())
-    if config["dataset"] == EMBEDDED_NAME:
-        log.info(f"note: {SYNTHETIC_NOTE}")
     device = resolve_device(config)
-    log.info(f"device: {device}; results: {folder}")
-    cache = Cache(project_path(config["cache_dir"]))
-    model_data = ModelData.from_dataset(data, device, cache)
+    evaluators = build_evaluators(data, config, device)
     batches = TrainBatches(
         data.train, data.n_items, config["train_batch_size"],
         negatives=bool(config["use_neg_sampling"]), device=device,
     )  # fmt: skip
-    evaluators = build_evaluators(data, config, device)
+    folder = run_dir(config)
+    setup_logging(folder / "train.log")
+    configuration.dump(config, folder / "config.yaml")
+    log.info(data.summary())
+    if config["dataset"] == EMBEDDED_NAME:
+        log.info(f"note: {SYNTHETIC_NOTE}")
+    log.info(f"device: {device}; results: {folder}")
+    model_data = ModelData.from_dataset(data, device, Cache(project_path(config["cache_dir"])))
     results_file = folder / "results.jsonl"
     finished = {r["key"]: r for r in read_results(results_file)}
     results = []

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (first run only), then lint and run the test suite. CI runs exactly this.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/setup.sh"
+cd "$root"
+.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/ruff format --check src tests benchmarks scripts
+exec .venv/bin/python -m pytest "$@"
