@@ -69,9 +69,9 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run; raises UserError for user mistakes."""
-    from mgrec import runner  # imported late: `--help` stays fast
-
     args, rest = build_parser().parse_known_args(argv)
+    from mgrec import runner  # imported after parsing: `--help` stays fast (no torch import)
+
     overrides = parse_overrides(rest)
     for key in ("model", "dataset"):
         if key in overrides:

@@ -85,10 +85,7 @@ class Evaluator:
         train_keys = _grouped_keys(train.users, train.items, row_of_user, self.n_items)
         self.train_keys = torch.as_tensor(train_keys, device=self.device)
         # Where each row's training keys start in the sorted key array, for batch slicing.
-        self.train_offsets = torch.as_tensor(
-            np.searchsorted(train_keys, np.arange(self.n_users + 1) * self.n_items),
-            device=self.device,
-        )
+        self.train_offsets = np.searchsorted(train_keys, np.arange(self.n_users + 1) * self.n_items)
 
     def _hits(self, first_row: int, top_items: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(first_row, first_row + len(top_items), device=self.device)
@@ -106,8 +103,7 @@ class Evaluator:
         for start in range(0, self.n_users, self.batch_size):
             stop = min(start + self.batch_size, self.n_users)
             scores = scorer(self.users[start:stop]).to(self.device)
-            lo, hi = self.train_offsets[start], self.train_offsets[stop]
-            keys = self.train_keys[lo:hi]
+            keys = self.train_keys[self.train_offsets[start] : self.train_offsets[stop]]
             scores[keys // self.n_items - start, keys % self.n_items] = MASK_SCORE
             top_items = torch.topk(scores, depth, dim=1).indices
             batches.append(self._hits(start, top_items))

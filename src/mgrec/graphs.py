@@ -7,10 +7,12 @@ float32/float64 steps) so graphs match it to the last bit where that is cheap.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 def sparse(
@@ -19,6 +21,52 @@ def sparse(
     """A coalesced sparse COO matrix [rows, cols] (a square one when ``size`` is an int)."""
     shape = (size, size) if isinstance(size, int) else size
     return torch.sparse_coo_tensor(indices, values, shape, check_invariants=False).coalesce()
+
+
+# CSR products are stable in every torch we support; the "beta" notice would only confuse users.
+warnings.filterwarnings(
+    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+)
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """``A @ X`` with a precomputed ``A^T`` for the backward pass (CSR both ways).
+
+    torch's own backward for a CSR product transposes the matrix on every call; the graphs here
+    are fixed for many products, so the transpose is built once.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, matrix: torch.Tensor, transposed: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.transposed = transposed
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        return None, None, ctx.transposed @ grad
+
+
+class SparseOp:
+    """A fixed sparse matrix used as a linear operator: ``op @ x`` for dense x [cols, d].
+
+    Args:
+        matrix: a sparse COO matrix [rows, cols].
+        symmetric: the matrix equals its transpose (the bipartite graphs), so no copy is kept.
+    """
+
+    def __init__(self, matrix: torch.Tensor, symmetric: bool = False) -> None:
+        self.coo = matrix.coalesce()
+        self.csr = self.coo.to_sparse_csr()
+        self.csr_t = self.csr if symmetric else self.coo.t().coalesce().to_sparse_csr()
+        self.shape = tuple(self.coo.shape)
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return _SparseMatmul.apply(self.csr, self.csr_t, x)
+
+    def to_dense(self) -> torch.Tensor:
+        return self.coo.to_dense()
 
 
 def bipartite_norm_adj(
@@ -55,13 +103,14 @@ def pruned_adj(
     keep: torch.Tensor,
     n_users: int,
     n_items: int,
-) -> torch.Tensor:
+) -> SparseOp:
     """Symmetric sparse [N, N] adjacency over the kept edge rows, renormalised on them alone."""
     ku, ki = users[keep], items[keep]
     values = edge_norm_values(ku, ki, n_users, n_items)
     rows = torch.cat([ku, ki + n_users])
     cols = torch.cat([ki + n_users, ku])
-    return sparse(torch.stack([rows, cols]), torch.cat([values, values]), n_users + n_items)
+    adj = sparse(torch.stack([rows, cols]), torch.cat([values, values]), n_users + n_items)
+    return SparseOp(adj, symmetric=True)
 
 
 def degree_sensitive_keep(weights: torch.Tensor, n_keep: int) -> torch.Tensor:
@@ -99,7 +148,10 @@ def knn_item_graph(
     n_items = normed.shape[0]
     rows_per_chunk = max(1, chunk_bytes // (4 * max(n_items, 1)))
     neighbours = []
-    for start in range(0, n_items, rows_per_chunk):
+    starts = range(0, n_items, rows_per_chunk)
+    for start in tqdm(
+        starts, desc="kNN item graph", unit="chunk", leave=False, disable=len(starts) < 8
+    ):
         sim = normed[start : start + rows_per_chunk] @ normed.T
         neighbours.append(torch.topk(sim, k, dim=-1).indices)
     cols = torch.cat(neighbours).flatten()

@@ -55,17 +55,18 @@ class ModelData:
             cache=cache,
         )
 
-    def norm_adj(self) -> torch.Tensor:
+    def norm_adj(self) -> graphs.SparseOp:
         """The symmetric-normalised bipartite adjacency over distinct training pairs, [N, N]."""
-        return graphs.bipartite_norm_adj(
+        adj = graphs.bipartite_norm_adj(
             self.train_users.cpu().numpy(),
             self.train_items.cpu().numpy(),
             self.n_users,
             self.n_items,
             self.device,
         )
+        return graphs.SparseOp(adj, symmetric=True)
 
-    def frozen_item_graph(self, k: int, image_weight: float) -> torch.Tensor:
+    def frozen_item_graph(self, k: int, image_weight: float) -> graphs.SparseOp:
         """FREEDOM/DRAGON's kNN item graph from the raw features, [I, I], cached on disk.
 
         Keyed by k, the image weight, which modalities exist and a hash of their contents.
@@ -89,7 +90,7 @@ class ModelData:
         stored = self.cache.get_or_build("item-knn", params, build)
         indices = torch.as_tensor(stored["indices"], device=self.device)
         values = torch.as_tensor(stored["values"], device=self.device)
-        return graphs.sparse(indices, values, self.n_items)
+        return graphs.SparseOp(graphs.sparse(indices, values, self.n_items))
 
 
 class Recommender(nn.Module):

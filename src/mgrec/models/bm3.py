@@ -21,6 +21,7 @@ from torch import nn
 
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import emb_norm_loss
+from mgrec.models.ops import linear
 
 
 def _alignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,7 @@ class BM3(Recommender):
         x = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], dim=0)
         layers = [x]
         for _ in range(self.n_layers):
-            x = torch.sparse.mm(self.norm_adj, x)
+            x = self.norm_adj @ x
             layers.append(x)
         out = torch.stack(layers, dim=1).mean(dim=1)
         return out[: self.n_users], out[self.n_users :] + self.item_id_embedding.weight
@@ -77,8 +78,8 @@ class BM3(Recommender):
         # Features are projected for the batch's distinct items only (the reference projects
         # every item and then indexes; each row's value and dropout mask are drawn alike).
         distinct, rows = torch.unique(items, return_inverse=True)
-        t_online = self.text_trs(self.text_embedding(distinct)) if self.has_t else None
-        v_online = self.image_trs(self.image_embedding(distinct)) if self.has_v else None
+        t_online = linear(self.text_trs, self.text_embedding(distinct)) if self.has_t else None
+        v_online = linear(self.image_trs, self.image_embedding(distinct)) if self.has_v else None
         with torch.no_grad():  # targets: dropout always in training mode [R]
             user_target = F.dropout(user_online, self.dropout, training=True)
             item_target = F.dropout(item_online, self.dropout, training=True)

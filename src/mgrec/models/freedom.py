@@ -22,6 +22,7 @@ from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import rowwise_dot
+from mgrec.models.ops import linear
 
 
 def _bpr(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -84,15 +85,15 @@ class FREEDOM(Recommender):
             self.edge_users, self.edge_items, keep, self.n_users, self.n_items
         )
 
-    def forward(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, adj: graphs.SparseOp) -> tuple[torch.Tensor, torch.Tensor]:
         """User [U, d] and item [I, d] representations propagated over ``adj`` and M."""
         h = self.item_id_embedding.weight
         for _ in range(self.n_mm_layers):
-            h = torch.sparse.mm(self.mm_adj, h)
+            h = self.mm_adj @ h
         x = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], dim=0)
         layers = [x]
         for _ in range(self.n_ui_layers):
-            x = torch.sparse.mm(adj, x)
+            x = adj @ x
             layers.append(x)
         out = torch.stack(layers, dim=1).mean(dim=1)
         return out[: self.n_users], out[self.n_users :] + h
@@ -112,10 +113,10 @@ class FREEDOM(Recommender):
         p_rows, n_rows = inverse[: len(pos)], inverse[len(pos) :]
         feature_loss = torch.zeros((), device=self.device)
         if self.has_t:
-            text = self.text_trs(self.text_embedding(items))
+            text = linear(self.text_trs, self.text_embedding(items))
             feature_loss = feature_loss + _bpr(e_u, text[p_rows], text[n_rows])
         if self.has_v:
-            image = self.image_trs(self.image_embedding(items))
+            image = linear(self.image_trs, self.image_embedding(items))
             feature_loss = feature_loss + _bpr(e_u, image[p_rows], image[n_rows])
         return loss + self.reg_weight * feature_loss
 

@@ -66,15 +66,18 @@ class LayerGCN(Recommender):
             self.edge_users, self.edge_items, keep, self.n_users, self.n_items
         )
 
-    def forward(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, adj: graphs.SparseOp) -> tuple[torch.Tensor, torch.Tensor]:
         """User [U, d] and item [I, d] representations propagated over ``adj``."""
         ego = torch.cat([self.user_embeddings, self.item_embeddings], dim=0)
-        x, layers = ego, []
+        # rowwise_cos(x, ego) = <x, ego / |ego|> / |x| (eps 1e-8, as F.cosine_similarity),
+        # with ego's unit rows computed once for all layers.
+        ego_unit = ego / ego.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        x, out = ego, 0
         for _ in range(self.n_layers):
-            x = torch.sparse.mm(adj, x)
-            x = F.cosine_similarity(x, ego, dim=-1).unsqueeze(1) * x
-            layers.append(x)
-        out = torch.stack(layers, dim=0).sum(dim=0)
+            x = adj @ x
+            cosine = (x * ego_unit).sum(dim=1) / x.norm(dim=1).clamp_min(1e-8)
+            x = cosine.unsqueeze(1) * x
+            out = out + x
         return out[: self.n_users], out[self.n_users :]
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import bpr_log_gamma, emb_norm_loss, rowwise_dot
+from mgrec.models.ops import linear
 
 
 class VBPR(Recommender):
@@ -37,10 +38,18 @@ class VBPR(Recommender):
         nn.init.xavier_normal_(self.item_linear.weight)
         nn.init.zeros_(self.item_linear.bias)
 
+    def item_embeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Item representations [n, 2d] of ``items`` (all items when None)."""
+        if items is None:
+            return torch.cat(
+                [self.i_embedding, linear(self.item_linear, self.item_raw_features)], dim=-1
+            )
+        projected = linear(self.item_linear, self.item_raw_features[items])
+        return torch.cat([self.i_embedding[items], projected], dim=-1)
+
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User [U, 2d] and item [I, 2d] representations."""
-        item_e = torch.cat([self.i_embedding, self.item_linear(self.item_raw_features)], dim=-1)
-        return self.u_embedding, item_e
+        return self.u_embedding, self.item_embeddings()
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, pos, neg = batch[0], batch[1], batch[2]
