@@ -91,17 +91,22 @@ def test_resume_our_checkpoint(tiny, tmp_path, capsys):
     assert json.loads(output.read_text()) == {"valid": result["valid"], "test": result["test"]}
 
 
-def test_resume_reference_checkpoint(summary, tmp_path, capsys):
-    ckpt = GOLDEN / "reference" / "FREEDOM.pth"
-    args = [
+def golden_resume_args(model: str, checkpoint_file: Path) -> list[str]:
+    """Arguments evaluating a checkpoint on the golden dataset."""
+    return [
         "--model",
-        "FREEDOM",
+        model,
         "--dataset",
         "golden11",
         f"--data_path={GOLDEN_DATA}",
         "--resume",
-        str(ckpt),
+        str(checkpoint_file),
     ]
+
+
+def test_resume_reference_checkpoint(summary, tmp_path, capsys):
+    ckpt = GOLDEN / "reference" / "FREEDOM.pth"
+    args = golden_resume_args("FREEDOM", ckpt)
     output = tmp_path / "ref.json"
     assert main([*args, *outputs(tmp_path), f"--output={output}"]) == 0
     written = json.loads(output.read_text())
@@ -118,15 +123,7 @@ def test_resume_rejects_a_mismatched_state_dict(tmp_path, capsys):
     state["item_id_embedding.weight"] = torch.zeros(90, 32)
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
-    args = [
-        "--model",
-        "FREEDOM",
-        "--dataset",
-        "golden11",
-        f"--data_path={GOLDEN_DATA}",
-        "--resume",
-        str(bad),
-    ]
+    args = golden_resume_args("FREEDOM", bad)
     assert main([*args, *outputs(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "missing keys: user_embedding.weight" in err and "unexpected keys: extra.weight" in err
@@ -139,15 +136,7 @@ def test_resume_ignores_result_embed_and_drops_aliases(tmp_path):
     state["v_preference"], state["t_preference"] = torch.zeros(1), torch.zeros(1)
     path = tmp_path / "vbpr.pth"
     torch.save(state, path)
-    args = [
-        "--model",
-        "VBPR",
-        "--dataset",
-        "golden11",
-        f"--data_path={GOLDEN_DATA}",
-        "--resume",
-        str(path),
-    ]
+    args = golden_resume_args("VBPR", path)
     assert main([*args, *outputs(tmp_path), "--reg_weight=0.01"]) == 0
 
 

@@ -8,17 +8,12 @@ from mgrec.cli import parse_overrides
 from mgrec.config import grid, load_config, parse_value, validate
 from mgrec.errors import UserError
 
+FREEDOM_MG_GRID_KEYS = ["seed", "dropout", "reg_weight", "alpha1", "alpha2", "beta"]
+
 
 def test_layers_and_grid_key_order():
     config = load_config("FREEDOM", "sports", mg=True)
-    assert config["hyper_parameters"] == [
-        "seed",
-        "dropout",
-        "reg_weight",
-        "alpha1",
-        "alpha2",
-        "beta",
-    ]
+    assert config["hyper_parameters"] == FREEDOM_MG_GRID_KEYS
     assert config["inter_file_name"] == "sports.inter"  # from the dataset file
     assert config["reg_weight"] == [0.0, 1e-05, 1e-04, 1e-03]  # 1e-05 (no dot) reads as a float
     assert config["valid_metric"] == "Recall@5" and config["mg"] is True
@@ -41,14 +36,7 @@ def test_grid_product_last_key_fastest():
         (0.8, 1e-5, 0.1),
         (0.8, 1e-5, 0.2),
     ]
-    assert list(combos[0]["params"]) == [
-        "seed",
-        "dropout",
-        "reg_weight",
-        "alpha1",
-        "alpha2",
-        "beta",
-    ]
+    assert list(combos[0]["params"]) == FREEDOM_MG_GRID_KEYS
 
 
 @pytest.mark.parametrize(
