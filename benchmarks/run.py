@@ -38,7 +38,7 @@ from mgrec.config import grid, load_config  # noqa: E402
 from mgrec.data.cache import Cache  # noqa: E402
 from mgrec.data.sampler import TrainBatches  # noqa: E402
 from mgrec.data.synthetic import SyntheticSpec, generate, write_dataset  # noqa: E402
-from mgrec.models import MODELS, ModelData  # noqa: E402
+from mgrec.models import MODULES, ModelData, get  # noqa: E402
 from mgrec.paths import PROJECT_ROOT  # noqa: E402
 from mgrec.trainer import Trainer  # noqa: E402
 
@@ -99,7 +99,7 @@ def measure(model_name: str, args: argparse.Namespace, dataset: str, data_path: 
         runner.init_seed(combo["seed"])
         synchronize(device)
         start = time.perf_counter()
-        model = MODELS[model_name](combo, model_data).to(device)
+        model = get(model_name)(combo, model_data).to(device)
         synchronize(device)
         build_s = time.perf_counter() - start
     result = {"model": model_name, "build_s": build_s}
@@ -123,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    parser.add_argument("--models", default=",".join(MODULES), help="comma-separated model names")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--output", help="JSON file for the results")
     parser.add_argument("--users", type=int, default=SPORTS["users"])
@@ -140,9 +140,9 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but CUDA is not available")
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
+    unknown = [m for m in names if m not in MODULES]
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(MODELS)}")
+        parser.error(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(MODULES)}")
     dataset, data_path = benchmark_dataset(args)
     machine = (
         torch.cuda.get_device_name()

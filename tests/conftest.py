@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from mgrec.config import grid, load_config
+from mgrec.data import user_graph
 from mgrec.data.cache import Cache
 from mgrec.data.dataset import load_dataset
-from mgrec.models import MODELS, ModelData
+from mgrec.models import ModelData, get
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_DATA = GOLDEN / "data"
@@ -32,11 +33,20 @@ def golden_combo(model: str, summary: dict, **extra) -> dict:
 
 
 def build_golden_model(model: str, summary: dict, tmp_path: Path, **extra):
+    """A model configured as the golden fixtures were made (user graph from the fixture folder;
+    DualGNN/DRAGON's neighbour table drawn, which is deterministic on this dataset)."""
     combo = golden_combo(model, summary, **extra)
-    data = load_dataset(combo, MODELS[model].modalities)
-    model_data = ModelData.from_dataset(data, torch.device("cpu"), Cache(tmp_path / "cache"))
+    cls = get(model)
+    data = load_dataset(combo, cls.modalities)
+    graph = None
+    if cls.needs_user_graph:
+        graph = user_graph.load_reference(data.path / "user_graph_dict.npy", data.n_users)
+    model_data = ModelData.from_dataset(data, torch.device("cpu"), Cache(tmp_path / "cache"), graph)
     torch.manual_seed(999)
-    return MODELS[model](combo, model_data), data, combo
+    net = cls(combo, model_data)
+    if cls.needs_user_graph:
+        net.pre_epoch_processing()
+    return net, data, combo
 
 
 def write_inter(

@@ -72,6 +72,13 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
     state = dict(state_dict)
     notes = []
     own = model.state_dict()
+    for alias, canonical in getattr(model, "state_aliases", {}).items():
+        if canonical in state:  # the alias is the same tensor: the canonical key decides
+            state[alias] = state[canonical]
+    for key, warning in getattr(model, "optional_state", {}).items():
+        if key not in state and key in own:
+            state[key] = own[key]
+            notes.append(f"warning: {key} is missing: {warning}")
     if "v_preference" in state and "v_preference" not in own:
         for key in DROPPED_ALIASES:
             state.pop(key, None)

@@ -187,3 +187,61 @@ def mixed_modality_graph(
         ),
         n_items,
     )
+
+
+# --- edge lists (MMGCN, GRCN, DualGNN, DRAGON: PyG-style message passing, without PyG) -----------
+
+
+def user_item_edges(
+    users: torch.Tensor, items: torch.Tensor, n_users: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward edge list S [2, E] (user -> U + item, one column per training row, duplicates
+    kept) and the bidirectional S2 = [S, S reversed] [2, 2E]. Messages flow source -> target."""
+    forward = torch.stack([users, items + n_users])
+    return forward, torch.cat([forward, forward.flip(0)], dim=1)
+
+
+def mean_aggregation(edges: torch.Tensor, n_nodes: int) -> SparseOp:
+    """``x_i = mean over edges (j -> i) of x_j`` as an operator (nodes without in-edges get 0).
+
+    A duplicated edge counts twice, as in PyG's mean aggregation.
+    """
+    source, target = edges
+    in_degree = torch.bincount(target, minlength=n_nodes).float()
+    values = 1.0 / in_degree[target]
+    return SparseOp(sparse(torch.stack([target, source]), values, n_nodes))
+
+
+def symmetric_aggregation(edges: torch.Tensor, n_nodes: int) -> SparseOp:
+    """``x_i = sum over edges (j -> i) of x_j / sqrt(deg(j) deg(i))`` with deg counting the edges
+    a node is the source of (duplicates included): DualGNN's and DRAGON's GCN propagation."""
+    source, target = edges
+    inv_sqrt = torch.bincount(source, minlength=n_nodes).float().pow(-0.5)
+    inv_sqrt[torch.isinf(inv_sqrt)] = 0.0
+    values = inv_sqrt[source] * inv_sqrt[target]
+    return SparseOp(sparse(torch.stack([target, source]), values, n_nodes))
+
+
+def segment_softmax(scores: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Softmax of edge ``scores`` [E] within each group (e.g. all edges into one node), with the
+    1e-16 guard of PyG's ``softmax`` in the denominator."""
+    group_max = torch.full((n_groups,), float("-inf"), device=scores.device, dtype=scores.dtype)
+    group_max = group_max.scatter_reduce(
+        0, groups, scores.detach(), reduce="amax", include_self=True
+    )
+    exp = (scores - group_max[groups]).exp()
+    total = torch.zeros(n_groups, device=scores.device, dtype=scores.dtype).index_add(
+        0, groups, exp
+    )
+    return exp / (total[groups] + 1e-16)
+
+
+def weighted_sum(
+    x: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor, n_nodes: int
+) -> torch.Tensor:
+    """``out_i = sum over edges e = (j -> i) of weights_e * x_j``; x [N, d], weights [E] or [E, 1]."""
+    source, target = edges
+    messages = x[source] * weights.reshape(-1, 1)
+    return torch.zeros(n_nodes, x.shape[1], device=x.device, dtype=x.dtype).index_add(
+        0, target, messages
+    )

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mgrec import checkpoint, report
+from mgrec import checkpoint, models, report
 from mgrec import config as configuration
+from mgrec.data import user_graph
 from mgrec.data.cache import Cache
 from mgrec.data.dataset import RecData, load_dataset
 from mgrec.data.sampler import TrainBatches
@@ -37,7 +38,7 @@ from mgrec.data.synthetic import EMBEDDED_NAME, ensure_embedded
 from mgrec.errors import UserError
 from mgrec.evaluator import Evaluator
 from mgrec.metrics import round4
-from mgrec.models import MODELS, ModelData, Recommender
+from mgrec.models import ModelData, Recommender
 from mgrec.paths import project_path
 from mgrec.trainer import EpochRecord, FitResult, Trainer
 
@@ -98,11 +99,9 @@ def resolve_device(config: Mapping[str, Any]) -> torch.device:
 
 
 def model_class(name: str) -> type[Recommender]:
-    if name not in MODELS:
-        raise UserError(
-            f"model '{name}' has a config but is not implemented yet; available: {', '.join(MODELS)}"
-        )
-    return MODELS[name]
+    if name not in models.MODULES:
+        raise UserError(f"unknown model '{name}'; available: {', '.join(models.MODULES)}")
+    return models.get(name)
 
 
 def prepare_data(config: Mapping[str, Any]) -> RecData:
@@ -110,6 +109,19 @@ def prepare_data(config: Mapping[str, Any]) -> RecData:
     if config["dataset"] == EMBEDDED_NAME:
         ensure_embedded(project_path(config["data_path"]))
     return load_dataset(config, model_class(config["model"]).modalities)
+
+
+def model_inputs(
+    data: RecData, config: Mapping[str, Any], device: torch.device
+) -> tuple[ModelData, list[str]]:
+    """What a model is built from: the data on the device, the cache and, if the model needs it,
+    the user graph (the dataset's own file, or built into the cache). Also returns log notes."""
+    cache = Cache(project_path(config["cache_dir"]))
+    graph, notes = None, []
+    if model_class(config["model"]).needs_user_graph:
+        graph, where = user_graph.for_dataset(data, config["user_graph_dict_file"], cache)
+        notes.append(where)
+    return ModelData.from_dataset(data, device, cache, graph), notes
 
 
 def build_evaluators(
@@ -280,6 +292,7 @@ def train_grid(config: Mapping[str, Any], output: Path | None = None) -> dict[st
         data.train, data.n_items, config["train_batch_size"],
         negatives=bool(config["use_neg_sampling"]), device=device,
     )  # fmt: skip
+    model_data, notes = model_inputs(data, config, device)
     folder = run_dir(config)
     setup_logging(folder / "train.log")
     configuration.dump(config, folder / "config.yaml")
@@ -287,7 +300,8 @@ def train_grid(config: Mapping[str, Any], output: Path | None = None) -> dict[st
     if config["dataset"] == EMBEDDED_NAME:
         log.info(f"note: {SYNTHETIC_NOTE}")
     log.info(f"device: {device}; results: {folder}")
-    model_data = ModelData.from_dataset(data, device, Cache(project_path(config["cache_dir"])))
+    for note in notes:
+        log.info(note)
     results_file = folder / "results.jsonl"
     finished = {r["key"]: r for r in read_results(results_file)}
     results = []
@@ -415,8 +429,11 @@ def evaluate_checkpoint(
     data = prepare_data(combo)
     device = resolve_device(combo)
     init_seed(combo["seed"])
-    model_data = ModelData.from_dataset(data, device, Cache(project_path(combo["cache_dir"])))
+    model_data, notes = model_inputs(data, combo, device)
+    for note in notes:
+        log.info(note)
     net = cls(combo, model_data).to(device)
+    net.fresh_eval = True  # a checkpoint's scores always come from its parameters
     for note in checkpoint.load_strict(net, stored["state_dict"], str(path)):
         log.info(note)
     net.pre_epoch_processing()  # as the reference's quick_eval; scoring always uses the full graph

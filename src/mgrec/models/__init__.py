@@ -1,16 +1,28 @@
 """The model registry: one module per model, each reading like its equations."""
 
-from mgrec.models.base import ModelData, Recommender
-from mgrec.models.bm3 import BM3
-from mgrec.models.freedom import FREEDOM
-from mgrec.models.layergcn import LayerGCN
-from mgrec.models.vbpr import VBPR
+from __future__ import annotations
 
-MODELS: dict[str, type[Recommender]] = {
-    "VBPR": VBPR,
-    "LayerGCN": LayerGCN,
-    "BM3": BM3,
-    "FREEDOM": FREEDOM,
+import importlib
+
+from mgrec.models.base import ModelData, Recommender
+
+# name -> module; a model's module is imported when the model is first asked for.
+MODULES = {
+    "VBPR": "vbpr",
+    "MMGCN": "mmgcn",
+    "GRCN": "grcn",
+    "DualGNN": "dualgnn",
+    "SLMRec": "slmrec",
+    "BM3": "bm3",
+    "FREEDOM": "freedom",
+    "DRAGON": "dragon",
+    "LayerGCN": "layergcn",
 }
 
-__all__ = ["MODELS", "ModelData", "Recommender"]
+
+def get(name: str) -> type[Recommender]:
+    """The model class called ``name`` (a key of ``MODULES``)."""
+    return getattr(importlib.import_module(f"mgrec.models.{MODULES[name]}"), name)
+
+
+__all__ = ["MODULES", "ModelData", "Recommender", "get"]

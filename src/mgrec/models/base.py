@@ -13,6 +13,7 @@ from torch import nn
 from mgrec import graphs
 from mgrec.data.cache import Cache
 from mgrec.data.dataset import RecData, content_hash
+from mgrec.data.user_graph import UserGraph
 from mgrec.errors import UserError
 from mgrec.evaluator import Scorer
 
@@ -27,6 +28,7 @@ class ModelData:
         v_feat, t_feat: float32 [I, Dv] / [I, Dt] image / text features, or None.
         device: where the model lives.
         cache: where derived data (kNN graphs, ...) is stored.
+        user_graph: the user-user graph, for the models that need one (DualGNN, DRAGON).
     """
 
     n_users: int
@@ -37,9 +39,12 @@ class ModelData:
     t_feat: torch.Tensor | None
     device: torch.device
     cache: Cache
+    user_graph: UserGraph | None = None
 
     @classmethod
-    def from_dataset(cls, data: RecData, device: torch.device, cache: Cache) -> ModelData:
+    def from_dataset(
+        cls, data: RecData, device: torch.device, cache: Cache, user_graph: UserGraph | None = None
+    ) -> ModelData:
         def feature(m: str) -> torch.Tensor | None:
             array = data.feature(m)
             return None if array is None else torch.as_tensor(array, device=device)
@@ -53,7 +58,12 @@ class ModelData:
             t_feat=feature("t"),
             device=device,
             cache=cache,
+            user_graph=user_graph,
         )
+
+    def edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The user -> item edge list S [2, E] and the bidirectional S2 [2, 2E] (items offset by U)."""
+        return graphs.user_item_edges(self.train_users, self.train_items, self.n_users)
 
     def norm_adj(self) -> graphs.SparseOp:
         """The symmetric-normalised bipartite adjacency over distinct training pairs, [N, N]."""
@@ -100,12 +110,25 @@ class Recommender(nn.Module):
     Attributes:
         modalities: features the model needs: "any" (image and/or text), "both" or "none".
         uses_negatives: whether batches carry a sampled negative row.
+        needs_user_graph: whether the model reads the user-user graph.
         config_schema: the model's config keys and their kinds (see ``check_keys``).
+        state_aliases: extra state_dict names that hold the same tensor as another key
+            (alias -> canonical), as the reference's DualGNN/DRAGON register.
+        optional_state: keys that may be absent from a reference checkpoint, with the warning
+            to log when they are (MMGCN's frozen random tensors).
+
+    Models whose reference scores validation and test from the representation cached by the
+    last training forward (MMGCN, GRCN, DualGNN, SLMRec) store it with ``remember`` and set
+    ``stale_scores``; ``fresh_eval`` (config key, default False) recomputes instead.
     """
 
     modalities: ClassVar[str] = "any"
     uses_negatives: ClassVar[bool] = True
+    needs_user_graph: ClassVar[bool] = False
     config_schema: ClassVar[dict[str, str]] = {}
+    state_aliases: ClassVar[dict[str, str]] = {}
+    optional_state: ClassVar[dict[str, str]] = {}
+    stale_scores: ClassVar[bool] = False
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> None:
@@ -117,26 +140,44 @@ class Recommender(nn.Module):
         self.n_users = data.n_users
         self.n_items = data.n_items
         self.device = data.device
+        self.fresh_eval = bool(config.get("fresh_eval", False))
+        self.training_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def pre_epoch_processing(self) -> None:
         """Per-epoch work before training (edge pruning, neighbour sampling). Default: none."""
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """The loss of one batch [3, B] (users, positives, negatives) or [2, B]; 0-d or [1]."""
+        """The loss of one batch [3, B] (users, positives, negatives) or [2, B]; 0-d or [1].
+
+        Must not modify ``batch``: the MG trainer evaluates the same batch twice.
+        """
         raise NotImplementedError
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """User and item representations [U, D], [I, D] whose dot products are the scores."""
+        """User and item representations [U, D], [I, D] whose dot products are the scores,
+        recomputed from the current parameters."""
         raise NotImplementedError
 
+    def remember(self, user_e: torch.Tensor, item_e: torch.Tensor) -> None:
+        """Keep the representation of this training forward (detached) for stale scoring."""
+        self.training_cache = (user_e.detach(), item_e.detach())
+
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores [len(users), I] of every item for the given users (train items not masked)."""
+        """Scores [len(users), I] of every item for the given users, recomputed from the
+        parameters (train items not masked)."""
         user_e, item_e = self.inference_embeddings()
         return user_e[users] @ item_e.T
 
     def scorer(self) -> Scorer:
-        """A function users -> scores, with representations computed once for all batches."""
-        user_e, item_e = self.inference_embeddings()
+        """A function users -> scores, with representations computed once for all batches.
+
+        Reproduces the reference's stale scoring (the last training forward's representation)
+        for the models that have it, unless ``fresh_eval`` is set.
+        """
+        if self.stale_scores and not self.fresh_eval and self.training_cache is not None:
+            user_e, item_e = self.training_cache
+        else:
+            user_e, item_e = self.inference_embeddings()
         return lambda users: user_e[users] @ item_e.T
 
 
