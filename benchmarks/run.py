@@ -9,7 +9,8 @@ items, ~8.3 interactions per user, 4096-d image and 384-d text features; scale i
 --users/--items/--dv/--dt), cached under cache/bench/. Per model, with its first grid values
 and batch size 2048, it measures:
 
-    build_s     constructing the model (the kNN item graph built from scratch, not cached)
+    build_s     constructing the model (the kNN item graph built from scratch, not cached;
+                the user graph of DualGNN/DRAGON is built before, untimed)
     epoch_s     one training epoch without MG (pre_epoch_processing + all batches), median
     epoch_mg_s  the same with Mirror Gradient (alpha1 1.0, alpha2 0.1, beta 3)
     eval_s      full-ranking evaluation of the valid split, median
@@ -35,10 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mgrec import runner  # noqa: E402
 from mgrec.config import grid, load_config  # noqa: E402
-from mgrec.data.cache import Cache  # noqa: E402
 from mgrec.data.sampler import TrainBatches  # noqa: E402
 from mgrec.data.synthetic import SyntheticSpec, generate, write_dataset  # noqa: E402
-from mgrec.models import MODULES, ModelData, get  # noqa: E402
+from mgrec.models import MODULES, get  # noqa: E402
 from mgrec.paths import PROJECT_ROOT  # noqa: E402
 from mgrec.trainer import Trainer  # noqa: E402
 
@@ -95,7 +95,7 @@ def measure(model_name: str, args: argparse.Namespace, dataset: str, data_path: 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as cache_dir:  # build the kNN graph, do not load it
-        model_data = ModelData.from_dataset(data, device, Cache(Path(cache_dir)))
+        model_data, _ = runner.model_inputs(data, {**combo, "cache_dir": cache_dir}, device)
         runner.init_seed(combo["seed"])
         synchronize(device)
         start = time.perf_counter()

@@ -43,11 +43,15 @@ def interactions(n_users: int, n_items: int, n_rows: int, alpha: float, seed: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=192403)
     parser.add_argument("--items", type=int, default=63001)
     parser.add_argument("--rows", type=int, default=1689188)
-    parser.add_argument("--alpha", type=float, default=0.9, help="power-law exponent of item popularity")
+    parser.add_argument(
+        "--alpha", type=float, default=0.9, help="power-law exponent of item popularity"
+    )
     parser.add_argument("--output", help="JSON file for the figures")
     args = parser.parse_args()
 

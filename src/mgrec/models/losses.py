@@ -15,6 +15,15 @@ def bpr_log(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return -torch.log(torch.sigmoid(pos - neg)).mean()
 
 
+def bpr_log2(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """``-mean(log2(sigmoid(pos - neg)))`` (DualGNN, DRAGON: base 2 [R]). Shape [].
+
+    Written as the reference computes it: a margin below about -100 makes sigmoid 0 and the
+    loss infinite, which (as in the reference) ends the combination with a non-finite loss.
+    """
+    return -torch.log2(torch.sigmoid(pos - neg)).mean()
+
+
 def emb_norm_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """Sum of Frobenius norms (not squared) over the row count of the last tensor. Shape [1]."""
     total = torch.zeros(1, device=embeddings[-1].device)

@@ -16,7 +16,6 @@ Loss helpers: both models use a base-2 log BPR [R] and mean-square regularisers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -28,7 +27,6 @@ from mgrec import graphs
 from mgrec.data.user_graph import sample_neighbours
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import rowwise_dot
 from mgrec.models.ops import linear
 
 LATENT = 64  # the branches' width, hard-coded in the reference (independent of embedding_size)
@@ -61,15 +59,6 @@ def propagate(op: graphs.SparseOp, x: torch.Tensor) -> torch.Tensor:
     """
     h = op @ x
     return h + x + op @ h
-
-
-def log2_bpr(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """``-mean(log2(sigmoid(<u,p> - <u,n>)))`` [R: base 2]; rows [B, d] -> shape [].
-
-    Computed as logsigmoid / ln 2: the same value, without log(0) = -inf for large margins.
-    """
-    margin = rowwise_dot(users, pos) - rowwise_dot(users, neg)
-    return -F.logsigmoid(margin).mean() / math.log(2.0)
 
 
 def softmaxed_weights(rows: int) -> nn.Parameter:
