@@ -68,7 +68,7 @@ def test_embedded_dataset_is_created_once(tmp_path):
 
 
 def test_multimodal_model_beats_popularity_on_embedded_data(tmp_path):
-    overrides = {"data_path": str(tmp_path), "epochs": 12, "dropout": 0.8, "reg_weight": 1e-4,
+    overrides = {"data_path": str(tmp_path), "epochs": 10, "dropout": 0.8, "reg_weight": 1e-4, "train_batch_size": 512,
                  "cache_dir": str(tmp_path / "cache")}  # fmt: skip
     combo = grid(load_config("FREEDOM", "synthetic", mg=True, overrides=overrides))[0]
     data = runner.prepare_data(combo)

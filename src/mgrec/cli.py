@@ -18,7 +18,7 @@ from mgrec.config import available_models, load_config, parse_value
 from mgrec.errors import UserError
 from mgrec.paths import user_path
 
-DEFAULT_MODEL = "FREEDOM"
+DEFAULT_MODEL = "DRAGON"
 DEFAULT_DATASET = "synthetic"
 
 

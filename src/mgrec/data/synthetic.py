@@ -34,7 +34,7 @@ class SyntheticSpec:
     n_items: int = 500
     mean_interactions: float = 12.0  # per user; at least 5 each (a 5-core dataset)
     latent_dim: int = 16
-    image_dim: int = 1024
+    image_dim: int = 256
     text_dim: int = 384
     sharpness: float = 3.0  # how strongly latent affinity drives choices
     popularity_std: float = 1.0
