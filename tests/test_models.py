@@ -68,3 +68,19 @@ def test_every_model_trains_and_evaluates_with_mg(name, tmp_path):
     assert set(written) == {"valid", "test"} and 0 <= written["test"]["recall@20"] <= 1
     (ckpt,) = (tmp_path / "c").rglob("*.pth")
     assert main(["--resume", str(ckpt), f"--cache_dir={tmp_path / 'cache'}"]) == 0
+
+
+@pytest.mark.parametrize("name", ["DualGNN", "DRAGON"])
+def test_user_graph_models_train_without_a_user_graph_file(name, tiny, tmp_path):
+    folder = tiny / "tiny"
+    before = sorted(p.name for p in folder.iterdir())
+    assert "user_graph_dict.npy" not in before
+    args = [
+        "--model", name, "--dataset", "tiny", f"--data_path={tiny}", "--epochs=1", "--not_mg",
+        "--learning_rate=0.001", "--reg_weight=0.001", f"--results_dir={tmp_path / 'r'}",
+        f"--checkpoint_dir={tmp_path / 'c'}", f"--cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written there
+    assert len(list((tmp_path / "cache").glob("user-graph-*.npz"))) == 1
+    assert "built from the training split" in next((tmp_path / "r").rglob("train.log")).read_text()
