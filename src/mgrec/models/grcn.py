@@ -27,7 +27,7 @@ from torch import nn
 from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import bpr_log, rowwise_dot
+from mgrec.models.losses import bpr_log, interleaved_square_mean, rowwise_dot
 from mgrec.models.ops import linear, rand_xavier_normal
 
 
@@ -134,13 +134,10 @@ class GRCN(Recommender):
         self.remember(rep[: self.n_users], rep[self.n_users :])
         e_u = rep[users]
         bpr = bpr_log(rowwise_dot(e_u, rep[pos]), rowwise_dot(e_u, rep[neg]))
-        # Over the reference's (user, item) rows: each user twice, items interleaved p, n.
-        user_rows = users.repeat_interleave(2)
-        item_rows = torch.stack([pos, neg], dim=1).reshape(-1)
-        ids = self.id_gcn.id_embedding
-        reg_emb = (ids[user_rows] ** 2 + ids[item_rows] ** 2).mean()
+        reg_emb = interleaved_square_mean(self.id_gcn.id_embedding, users, pos, neg)
         reg_emb = reg_emb + (self.v_gcn.preference**2).mean()  # all users ...
         reg_content = torch.zeros(1, device=rep.device)  # ... the [1] shape of the loss [R]
+        user_rows = users.repeat_interleave(2)
         for branch in self.branches:  # ... and batch users again [R]
             reg_content = reg_content + (branch.preference[user_rows] ** 2).mean()
         return bpr + self.reg_weight * (reg_emb + reg_content)

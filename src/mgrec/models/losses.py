@@ -24,6 +24,16 @@ def bpr_log2(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return -torch.log2(torch.sigmoid(pos - neg)).mean()
 
 
+def interleaved_square_mean(
+    table: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """MMGCN/GRCN's id-embedding regulariser: the mean over the reference's (user, item) rows
+    (each user twice, items interleaved p, n) of ``table[user]^2 + table[item]^2``. Shape []."""
+    user_rows = users.repeat_interleave(2)
+    item_rows = torch.stack([pos, neg], dim=1).reshape(-1)
+    return (table[user_rows] ** 2 + table[item_rows] ** 2).mean()
+
+
 def emb_norm_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """Sum of Frobenius norms (not squared) over the row count of the last tensor. Shape [1]."""
     total = torch.zeros(1, device=embeddings[-1].device)

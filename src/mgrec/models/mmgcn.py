@@ -26,7 +26,7 @@ from torch import nn
 
 from mgrec import graphs
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import bpr_log, rowwise_dot
+from mgrec.models.losses import bpr_log, interleaved_square_mean, rowwise_dot
 from mgrec.models.ops import linear, rand_xavier_normal
 
 N_LAYERS = 3  # the config's n_layers is read by the reference but never used [R]
@@ -138,10 +138,7 @@ class MMGCN(Recommender):
         self.remember(rep[: self.n_users], rep[self.n_users :])
         e_u = rep[users]
         bpr = bpr_log(rowwise_dot(e_u, rep[pos]), rowwise_dot(e_u, rep[neg]))
-        # Over the reference's (user, item) rows: each user twice, items interleaved p, n.
-        user_rows = users.repeat_interleave(2)
-        item_rows = torch.stack([pos, neg], dim=1).reshape(-1)
-        reg = (self.id_embedding[user_rows] ** 2 + self.id_embedding[item_rows] ** 2).mean()
+        reg = interleaved_square_mean(self.id_embedding, users, pos, neg)
         if hasattr(self, "v_gcn"):  # the text preference is not regularised [R]
             reg = reg + (self.v_gcn.preference**2).mean()
         return bpr + self.reg_weight * reg
