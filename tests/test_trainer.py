@@ -167,3 +167,29 @@ def test_learners(learner):
     trainer = Trainer(model, base_config(learner=learner, learning_rate=0.1))
     trainer.train_epoch([torch.zeros(3, 1, dtype=torch.long)])
     assert model.w.item() < 2.0
+
+
+def test_algorithm1_two_step_update_by_hand():
+    # L(w) = (w - c)^2 with c = 0: grad 2w. lr 0.1, alpha1 0.5, alpha2 0.2, beta 2.
+    model = Recorder(start=1.0)
+    config = base_config(
+        mg=True, mg_mode="algorithm1", alpha1=0.5, alpha2=0.2, beta=2, learning_rate=0.1
+    )
+    trainer = Trainer(model, config)
+    trainer.train_epoch([torch.zeros(3, 1, dtype=torch.long)])  # t = 1: a plain step
+    w1 = 1.0 - 0.1 * 2 * 1.0
+    assert model.w.item() == pytest.approx(w1)
+    # t = 2 (in the next epoch: t does not restart): the mirror pair
+    trainer.train_epoch([torch.zeros(3, 1, dtype=torch.long)])
+    w_prime = w1 - 0.5 * 0.1 * 2 * w1
+    w2 = w_prime + 0.2 * 0.1 * 2 * w_prime
+    assert model.w.item() == pytest.approx(w2)
+    assert [int(b[0, 0]) for b in model.seen] == [0, 0, 0]  # batch 2 seen twice, untouched
+
+
+def test_reference_mode_restarts_the_trigger_each_epoch():
+    model = Recorder()
+    trainer = Trainer(model, base_config(mg=True, alpha1=1.0, alpha2=0.1, beta=2))
+    for _ in range(2):
+        trainer.train_epoch([torch.full((3, 1), i) for i in range(3)])
+    assert [int(b[0, 0]) for b in model.seen] == [0, 0, 1, 2, 2] * 2

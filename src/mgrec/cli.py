@@ -69,6 +69,11 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run; raises UserError for user mistakes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["prepare"]:  # `mgrec prepare ...` = `python -m mgrec.prepare ...`
+        from mgrec import prepare
+
+        return prepare.run(argv[1:])
     args, rest = build_parser().parse_known_args(argv)
     from mgrec import runner  # imported after parsing: `--help` stays fast (no torch import)
 

@@ -250,6 +250,14 @@ def validate(combo: Mapping[str, Any]) -> None:
                 fail(key, "a number")
         if not _is_int(combo.get("beta")) or combo["beta"] < 1:
             fail("beta", "an integer >= 1")
+        mode = combo.get("mg_mode", "reference")
+        if mode not in ("reference", "algorithm1"):
+            fail("mg_mode", "'reference' or 'algorithm1'")
+        if mode == "algorithm1" and not combo["alpha1"] > combo["alpha2"]:
+            raise UserError(
+                f"mg_mode 'algorithm1' (the paper's Algorithm 1) requires alpha1 > alpha2, "
+                f"got alpha1={combo['alpha1']} and alpha2={combo['alpha2']}"
+            )
 
 
 def identity(config: Mapping[str, Any]) -> str:

@@ -13,6 +13,10 @@ epoch: ``pre_epoch_processing`` -> batches -> LR scheduler step -> validation ev
 reference's rounded results). The test split is evaluated only when validation improves: the
 reference evaluates it every epoch but only ever reports it at the best-validation epoch.
 
+``mg_mode: algorithm1`` runs the paper's Algorithm 1 instead (plain gradient steps, trigger on
+the global step t % beta == 0, alpha1 > alpha2): under Adam the reference's alphas barely act as
+step sizes (Adam normalises the gradient's scale), so the two readings can differ.
+
 The trainer knows nothing of any model: it calls ``pre_epoch_processing``, ``calculate_loss``
 and ``parameters``; evaluation comes in as two callables.
 """
@@ -104,10 +108,12 @@ class Trainer:
         self.valid_metric = str(config["valid_metric"]).lower()
         self.clip = dict(config["clip_grad_norm"]) if config.get("clip_grad_norm") else None
         self.mg = bool(config.get("mg"))
+        self.mg_mode = str(config.get("mg_mode") or "reference")
         if self.mg:
             self.alpha1 = float(config["alpha1"])
             self.alpha2 = float(config["alpha2"])
             self.beta = int(config["beta"])
+        self.global_step = 0  # Algorithm 1's t: counts batches across epochs, from 1
         self.optimizer = build_optimizer(
             model.parameters(),
             str(config["learner"]),
@@ -124,12 +130,47 @@ class Trainer:
             clip_grad_norm_(self.model.parameters(), **self.clip)
         self.optimizer.step()
 
+    def _gradient_step(self, scale: float) -> None:
+        """``theta <- theta - scale * lr * grad``: a plain gradient step (Algorithm 1)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        with torch.no_grad():
+            for param in self.model.parameters():
+                if param.grad is not None:
+                    param.add_(param.grad, alpha=-scale * lr)
+
+    def _train_epoch_algorithm1(self, batches: Iterable[torch.Tensor]) -> float:
+        """The paper's Algorithm 1: plain gradient steps at the scheduled learning rate; at
+        global step t with t % beta == 0, theta' = theta - a1*lr*grad L(theta), then
+        theta = theta' + a2*lr*grad L(theta'). The configured learner is not used."""
+        total, non_finite = 0.0, False
+        for batch in batches:
+            self.global_step += 1
+            self.model.zero_grad()
+            mirror = self.global_step % self.beta == 0
+            mirror_batch = batch.clone() if mirror else None
+            loss = self.model.calculate_loss(batch)
+            loss.backward()
+            total += float(loss.detach().sum())
+            if not mirror:
+                self._gradient_step(1.0)
+                continue
+            self._gradient_step(self.alpha1)
+            self.model.zero_grad()
+            mirror_loss = self.model.calculate_loss(mirror_batch)
+            mirror_loss.backward()
+            non_finite |= bool(torch.isnan(mirror_loss.detach()).any())
+            self._gradient_step(-self.alpha2)
+        return math.nan if non_finite else total
+
     def train_epoch(self, batches: Iterable[torch.Tensor]) -> float:
         """One pass over ``batches``; returns the sum of first-pass losses (NaN if any was NaN)."""
         self.model.train()
+        if self.mg and self.mg_mode == "algorithm1":
+            return self._train_epoch_algorithm1(batches)
         total = torch.zeros((), dtype=torch.float64)
         mirror_nan = torch.zeros((), dtype=torch.bool)
         for index, batch in enumerate(batches):
+            self.global_step += 1
             self.optimizer.zero_grad()
             if self.mg and index % self.beta == 0:
                 mirror_batch = batch.clone()

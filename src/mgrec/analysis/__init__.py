@@ -1,0 +1,1 @@
+"""Analyses of finished runs: paired statistics across seeds and feature-shift robustness."""
