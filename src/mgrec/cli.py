@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--output", metavar="FILE.json", help='write {"valid": {...}, "test": {...}} metrics')
     add(
+        "--study", choices=["mg"], help="run a seeded MG vs no-MG study (see README: Does MG help?)"
+    )
+    add("--seeds", type=int, default=5, help="number of study seeds (default 5)")
+    add("--robustness", action="store_true", help="with --study: evaluate under feature shifts")
+    add("--flatness", action="store_true", help="with --study: measure sharpness, curves, Hessian")
+    add(
         "--build_user_graph",
         action="store_true",
         help="write the dataset's user_graph_dict.npy (DualGNN/DRAGON) into its folder and exit",
@@ -90,6 +96,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     output = user_path(args.output) if args.output else None
     if output is not None and output.suffix.lower() != ".json":
         raise UserError(f"--output {args.output}: the output file must end in .json")
+    if (args.robustness or args.flatness) and not args.study:
+        raise UserError("--robustness and --flatness go with --study mg")
+    if args.study:
+        from mgrec import study
+
+        study.run_study(
+            model, dataset, args.seeds, config_files, overrides,
+            robustness=args.robustness, flatness=args.flatness,
+        )  # fmt: skip
+        return 0
     if args.build_user_graph:
         config = load_config(
             model, dataset, mg=False, config_files=config_files, overrides=overrides

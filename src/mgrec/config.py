@@ -35,6 +35,7 @@ NON_IDENTITY_KEYS = frozenset(
     {"gpu_id", "use_gpu", "results_dir", "checkpoint_dir", "cache_dir", "save_checkpoints"}
 )
 LEARNERS = ("adam", "sgd", "adagrad", "rmsprop")
+MG_KEYS = ("alpha1", "alpha2", "beta", "mg_mode")
 METRICS = ("recall", "ndcg", "precision", "map")
 
 
@@ -163,9 +164,10 @@ def load_config(
             grid_keys.append(key)
     config.update(overrides)
     config["model"], config["dataset"], config["mg"] = model, dataset, bool(mg)
-    if not mg:
-        for key in ("alpha1", "alpha2", "beta"):
+    if not mg:  # MG settings (from files or the command line) mean nothing without MG
+        for key in MG_KEYS:
             config.pop(key, None)
+        grid_keys = [k for k in grid_keys if k not in MG_KEYS]
     if config.get("inter_file_name") is None:
         config["inter_file_name"] = f"{dataset}.inter"
     ordered = ["seed"] + [k for k in grid_keys if k != "seed"]

@@ -57,14 +57,16 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
-def setup_logging(log_file: Path | None = None) -> None:
-    """Log INFO to the console (through tqdm) and, if given, to ``log_file``."""
+def setup_logging(log_file: Path | None = None, quiet: bool = False) -> None:
+    """Log INFO to the console (through tqdm; warnings only when ``quiet``) and, if given, to
+    ``log_file``."""
     log.setLevel(logging.INFO)
     log.propagate = False
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
     console = _TqdmHandler()
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if log_file is not None:
@@ -193,6 +195,7 @@ def _train_combination(
     evaluators: Mapping[str, Evaluator],
     folder: Path,
     ckpt_folder: Path,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     params = combo["params"]
     label = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -214,6 +217,7 @@ def _train_combination(
         unit="epoch",
         leave=False,
         dynamic_ncols=True,
+        disable=quiet,
     )
 
     def on_epoch(record: EpochRecord) -> None:
@@ -275,10 +279,14 @@ def _train_combination(
     }
 
 
-def train_grid(config: Mapping[str, Any], output: Path | None = None) -> dict[str, Any]:
+def train_grid(
+    config: Mapping[str, Any], output: Path | None = None, quiet: bool = False
+) -> dict[str, Any]:
     """Train every grid combination (skipping finished ones) and report both winners.
 
-    Returns ``{"results": [...], "by_valid": ..., "by_test": ..., "run_dir": ...}``.
+    ``quiet`` keeps the console to warnings (the log file still gets everything) and hides the
+    per-combination progress bars. Returns ``{"results": [...], "by_valid": ..., "by_test":
+    ..., "run_dir": ...}``.
     """
     combos = configuration.grid(config)
     for combo in combos:
@@ -294,7 +302,7 @@ def train_grid(config: Mapping[str, Any], output: Path | None = None) -> dict[st
     )  # fmt: skip
     model_data, notes = model_inputs(data, config, device)
     folder = run_dir(config)
-    setup_logging(folder / "train.log")
+    setup_logging(folder / "train.log", quiet=quiet)
     configuration.dump(config, folder / "config.yaml")
     log.info(data.summary())
     if config["dataset"] == EMBEDDED_NAME:
@@ -313,7 +321,7 @@ def train_grid(config: Mapping[str, Any], output: Path | None = None) -> dict[st
             continue
         result = _train_combination(
             combo, index, len(combos), data, model_data, batches, evaluators,
-            folder / f"combo-{index:03d}", checkpoint_dir(config),
+            folder / f"combo-{index:03d}", checkpoint_dir(config), quiet,
         )  # fmt: skip
         with results_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(result) + "\n")
