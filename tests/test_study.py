@@ -87,3 +87,13 @@ def test_robustness_clean_equals_evaluation(tiny, tmp_path):
 def test_study_mistakes(args, message, tmp_path, capsys):
     assert main([*args, f"--results_dir={tmp_path}"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_flatness_report(tiny, tmp_path):
+    assert main(study_args(tmp_path, tiny, "--seeds", "1", "--flatness")) == 0
+    folder = only_study(tmp_path)
+    results = json.loads((folder / "flatness.json").read_text())
+    assert set(results) == {"no-MG seed 999", "MG seed 999"}
+    for result in results.values():
+        assert len(result["sharpness"]["mean"]) == 4 and result["hessian"]["eigenvalue"] is not None
+    assert (folder / "flatness.png").stat().st_size > 0

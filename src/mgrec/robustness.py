@@ -28,6 +28,7 @@ import torch
 
 from mgrec import checkpoint, runner
 from mgrec.analysis import perturb
+from mgrec.analysis.flatness import fixed_batches
 from mgrec.data.dataset import RecData
 from mgrec.data.sampler import TrainBatches
 from mgrec.models import Recommender
@@ -204,6 +205,4 @@ def load_for_analysis(
         bool(combo["use_neg_sampling"]),
         model.device,
     )
-    sampler.seed(seed)
-    batches = [batch for batch, _ in zip(sampler, range(n_batches), strict=False)]
-    return model, batches
+    return model, fixed_batches(sampler, n_batches, seed)

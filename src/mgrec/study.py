@@ -43,6 +43,12 @@ from mgrec.paths import project_path
 REPLICA_STRIDE = 1000  # seed offset between the no-MG arm's replicas
 MG_GRID_KEYS = ("alpha1", "alpha2", "beta")
 REPORTED = ("recall@5", "recall@20", "ndcg@5", "ndcg@20")  # per-seed table and plot
+FLATNESS_SETTINGS = {
+    "rhos": (0.01, 0.02, 0.05, 0.1),  # relative perturbation sizes for sharpness
+    "draws": 10,  # random perturbations per rho
+    "alphas": tuple(round(float(a), 2) for a in np.linspace(-1.0, 1.0, 21)),  # 1-D curve points
+    "iterations": 20,  # power-iteration steps for the top Hessian eigenvalue
+}
 
 
 def _values(config: Mapping[str, Any], key: str) -> list:
@@ -191,10 +197,13 @@ def study_flatness(per_seed: Sequence[Mapping[str, Any]], folder: Path) -> dict[
             model, batches = robust.load_for_analysis(
                 record[f"{arm}_checkpoint"], seed=record["seed"]
             )
-            results[f"{arm} seed {record['seed']}"] = flatness.analyse(
-                model, batches, seed=record["seed"]
+            label = f"{'MG' if arm == 'mg' else 'no-MG'} seed {record['seed']}"
+            results[label] = flatness.analyse(
+                model, batches, seed=record["seed"], **FLATNESS_SETTINGS
             )
-    flatness.plot(results, folder / "flatness.png")
+    flatness.plot(
+        results, folder / "flatness.png", title="Validation winners: sharpness and 1-D loss curves"
+    )
     (folder / "flatness.json").write_text(
         json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )

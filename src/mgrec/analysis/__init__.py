@@ -1,1 +1,2 @@
-"""Analyses of finished runs: paired statistics across seeds and feature-shift robustness."""
+"""Analyses of finished runs: paired statistics across seeds, feature-shift robustness and the
+flatness of the training loss around a checkpoint (``flatness``)."""
