@@ -1,0 +1,311 @@
+"""Paired comparison of the "MG" and "no MG" arms of a multi-seed study.
+
+Each seed trains both arms, so the samples are paired: the analysis works on the per-seed
+differences ``d = mg - plain``. :func:`paired_comparison` returns, for one metric,
+
+- per arm: ``mean`` and sample ``std`` (ddof=1);
+- ``difference``: mean and sample std of ``d`` and the two-sided ``confidence`` interval of the
+  mean difference, ``mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)`` (Student t, n-1 degrees of freedom);
+- ``t_test``: the paired t-test (``scipy.stats.ttest_1samp(d, 0)``, identical to ``ttest_rel``),
+  statistic and two-sided p-value;
+- ``wilcoxon``: the Wilcoxon signed-rank test, statistic and two-sided p-value.
+
+Wilcoxon settings (explicit rather than scipy's ``"auto"``, so the choice is visible here):
+
+- Differences are first rounded to :data:`TIE_DECIMALS` (12) places. Metrics are decimals
+  (reported to 4 places), and binary subtraction leaves noise in the last bits (``0.35 - 0.30``
+  is ``0.04999999999999999``); rounding makes differences that are equal in decimal equal in
+  binary (ties) and zero ones exactly zero. Differences below 5e-13 therefore count as zero.
+- ``zero_method="wilcox"``: zero differences (seeds where both arms score the same) are dropped
+  before ranking; ``n_nonzero`` says how many pairs remain. Ties among ``|d|`` get average ranks.
+- ``method``: with no ties and ``n_nonzero <= 50``, ``"exact"`` (the exact null distribution of
+  the signed-rank statistic). With ties and ``n_nonzero <= 13``, an exhaustive sign-flip
+  permutation test (``PermutationMethod`` with ``n_resamples = 2**n_nonzero``): all sign
+  patterns are enumerated, so the p-value is exact given the tied ranks and deterministic. Else
+  ``"asymptotic"``: the normal approximation with the tie-corrected variance and no continuity
+  correction. The method used is reported as ``"exact"``, ``"permutation"`` or ``"normal"``.
+- The statistic is scipy's two-sided one, ``min(W+, W-)``; ``w_plus`` and ``w_minus`` (the rank
+  sums of positive and negative differences) are reported too.
+- Note the floor this puts on small studies: with n pairs and no ties the smallest possible
+  two-sided p is ``2 / 2**n`` (0.0625 for 5 seeds), so p < 0.05 needs at least 6 seeds.
+
+Undefined values. Every number is a plain Python ``float`` (or ``int`` for counts) and every
+value that is undefined is ``None``, never NaN or infinity, so the result passes
+``json.dumps(..., allow_nan=False)``:
+
+- n < 2 (a single seed): the means are defined; every std, the interval, the t-test and the
+  Wilcoxon test are ``None`` (a spread and a test need at least two pairs).
+- no spread in d (identical arms, or the same difference on every seed): ``std`` is 0.0, the
+  interval is the point ``[mean, mean]`` and the t-test is ``None`` (its statistic is 0/0 or
+  ±inf). "The same" is judged at :data:`TIE_DECIMALS` places, for the reason above: otherwise
+  bit noise (sd ~ 1e-17) would give a t statistic of ~1e15 and a p-value of ~1e-32.
+- all differences zero after rounding (``n_nonzero == 0``): the Wilcoxon test is ``None``.
+- Empty or unequal-length inputs, non-finite values, or a confidence outside (0, 1) raise
+  ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+TIE_DECIMALS = 12
+MAX_EXACT = 50  # exact null distribution without ties up to this many non-zero pairs
+MAX_PERMUTATION = 13  # 2**13 sign patterns: still cheap to enumerate them all
+
+
+def _float(x: float) -> float | None:
+    """A JSON-safe float: NaN and ±inf become None."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _summary(values: np.ndarray) -> dict[str, float | None]:
+    std = _float(np.std(values, ddof=1)) if values.size >= 2 else None
+    return {"mean": _float(np.mean(values)), "std": std}
+
+
+def _wilcoxon(d: np.ndarray) -> dict[str, Any]:
+    """Two-sided signed-rank test on the paired differences (settings in the module docstring)."""
+    rounded = np.round(d, TIE_DECIMALS)
+    nonzero = rounded[rounded != 0]
+    result: dict[str, Any] = {
+        "statistic": None,
+        "p_value": None,
+        "w_plus": None,
+        "w_minus": None,
+        "n_nonzero": int(nonzero.size),
+        "zero_method": "wilcox",
+        "method": None,
+    }
+    if d.size < 2 or nonzero.size == 0:
+        return result
+    ranks = stats.rankdata(np.abs(nonzero))  # average ranks for ties
+    has_ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    if not has_ties and nonzero.size <= MAX_EXACT:
+        method, scipy_method = "exact", "exact"
+    elif has_ties and nonzero.size <= MAX_PERMUTATION:
+        method = "permutation"
+        scipy_method = stats.PermutationMethod(n_resamples=2**nonzero.size)
+    else:
+        method, scipy_method = "normal", "asymptotic"
+    res = stats.wilcoxon(
+        nonzero,
+        zero_method="wilcox",
+        correction=False,
+        alternative="two-sided",
+        method=scipy_method,
+    )
+    result.update(
+        statistic=_float(res.statistic),
+        p_value=_float(min(1.0, float(res.pvalue))),
+        w_plus=float(ranks[nonzero > 0].sum()),
+        w_minus=float(ranks[nonzero < 0].sum()),
+        method=method,
+    )
+    return result
+
+
+def paired_comparison(
+    mg: Sequence[float], plain: Sequence[float], confidence: float = 0.95
+) -> dict[str, Any]:
+    """Paired statistics of ``mg`` against ``plain`` (one value per seed, same seed order).
+
+    Returns ``{"n", "confidence", "mg": {mean, std}, "plain": {mean, std}, "difference": {mean,
+    std, ci_low, ci_high, ci_half_width, t_quantile}, "t_test": {statistic, p_value, df},
+    "wilcoxon": {statistic, p_value, w_plus, w_minus, n_nonzero, zero_method, method}}``; see
+    the module docstring for the conventions and for what is ``None`` when.
+    """
+    a = np.asarray(mg, dtype=np.float64)
+    b = np.asarray(plain, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"mg and plain must be 1-d and of equal length, got {a.shape}, {b.shape}")
+    if a.size == 0:
+        raise ValueError("paired_comparison needs at least one pair")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("mg and plain must be finite numbers")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+
+    n = int(a.size)
+    d = a - b
+    mean_d = float(np.mean(d))
+    difference: dict[str, Any] = {
+        "mean": _float(mean_d),
+        "std": None,
+        "ci_low": None,
+        "ci_high": None,
+        "ci_half_width": None,
+        "t_quantile": None,
+    }
+    t_test: dict[str, Any] = {"statistic": None, "p_value": None, "df": n - 1 if n >= 2 else None}
+    if n >= 2:
+        rounded = np.round(d, TIE_DECIMALS)
+        # equal in decimal means no spread: bit noise must not make the t-test "significant"
+        sd = 0.0 if np.all(rounded == rounded[0]) else float(np.std(d, ddof=1))
+        quantile = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+        half = quantile * sd / math.sqrt(n)
+        difference.update(
+            std=_float(sd),
+            ci_low=_float(mean_d - half),
+            ci_high=_float(mean_d + half),
+            ci_half_width=_float(half),
+            t_quantile=_float(quantile),
+        )
+        if sd > 0:  # with no spread the t statistic is 0/0 or ±inf: left as None
+            res = stats.ttest_1samp(d, 0.0)
+            t_test.update(statistic=_float(res.statistic), p_value=_float(res.pvalue))
+
+    return {
+        "n": n,
+        "confidence": float(confidence),
+        "mg": _summary(a),
+        "plain": _summary(b),
+        "difference": difference,
+        "t_test": t_test,
+        "wilcoxon": _wilcoxon(d),
+    }
+
+
+def compare_metrics(
+    per_seed: list[dict], metrics: Sequence[str], confidence: float = 0.95
+) -> dict[str, dict]:
+    """:func:`paired_comparison` for each metric over records ``{"seed", "mg": {...}, "plain": {...}}``.
+
+    Pairs are taken record by record, so each record must hold both arms' value of every metric
+    (a missing one raises ``KeyError`` naming the seed). Each result also lists the ``seeds``.
+    """
+    if not per_seed:
+        raise ValueError("compare_metrics needs at least one per-seed record")
+    out: dict[str, dict] = {}
+    for metric in metrics:
+        mg, plain = [], []
+        for record in per_seed:
+            for arm, values in (("mg", mg), ("plain", plain)):
+                try:
+                    values.append(float(record[arm][metric]))
+                except KeyError:
+                    raise KeyError(
+                        f"seed {record.get('seed')}: no {arm!r} value for metric {metric!r}"
+                    ) from None
+        comparison = paired_comparison(mg, plain, confidence)
+        comparison["seeds"] = [record.get("seed") for record in per_seed]
+        out[metric] = comparison
+    return out
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def _p(x: float | None) -> str:
+    """A p-value to 3 significant digits, keeping trailing zeros (1.00, 0.0500)."""
+    if x is None:
+        return "n/a"
+    return "0" if x == 0 else f"{x:#.3g}"
+
+
+def _mean_std(arm: dict) -> str:
+    std = arm["std"]
+    return _num(arm["mean"]) if std is None else f"{_num(arm['mean'])} ± {_num(std)}"
+
+
+def markdown_table(comparisons: dict[str, dict]) -> str:
+    """A Markdown table, one row per metric, of :func:`compare_metrics`' output.
+
+    Columns: no-MG mean ± std, MG mean ± std, mean difference (MG - no MG) with its confidence
+    interval, t-test p, Wilcoxon p. Numbers to 4 places, p-values to 3 significant digits;
+    undefined values read ``n/a``.
+    """
+    levels = {round(100 * c["confidence"], 6) for c in comparisons.values()} or {95.0}
+    level = f"{levels.pop():g} %" if len(levels) == 1 else "CI"
+    lines = [
+        f"| Metric | No MG (mean ± std) | MG (mean ± std) | Δ MG − no MG [{level} CI] "
+        "| t-test p | Wilcoxon p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for metric, c in comparisons.items():
+        diff = c["difference"]
+        delta = _num(diff["mean"], signed=True)
+        if diff["ci_low"] is not None:
+            delta += f" [{_num(diff['ci_low'], True)}, {_num(diff['ci_high'], True)}]"
+        cells = [
+            metric,
+            _mean_std(c["plain"]),
+            _mean_std(c["mg"]),
+            delta,
+            _p(c["t_test"]["p_value"]),
+            _p(c["wilcoxon"]["p_value"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Mean and t-interval half-width of one arm (0 for a single value: no interval)."""
+    mean = float(np.mean(values))
+    if values.size < 2:
+        return mean, 0.0
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1))
+    return mean, quantile * float(np.std(values, ddof=1)) / math.sqrt(values.size)
+
+
+def plot_seeds(
+    per_seed: list[dict],
+    metrics: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    confidence: float = 0.95,
+) -> Path:
+    """Save a PNG with one panel per metric: each seed's two arms (joined), the arm means ± CI.
+
+    Uses the Agg canvas directly (no pyplot), so the global matplotlib backend and any open
+    figures of the caller are left alone. Returns the path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("plot_seeds needs at least one metric")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    fig = Figure(figsize=(3.2 * len(metrics), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    arms = (("plain", "No MG", "tab:blue"), ("mg", "MG", "tab:orange"))
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = {arm: np.array([float(r[arm][metric]) for r in per_seed]) for arm, _, _ in arms}
+        for i in range(len(per_seed)):  # one grey line per seed shows the pairing
+            ax.plot([0, 1], [values["plain"][i], values["mg"][i]], color="0.7", lw=0.8, zorder=1)
+        for x, (arm, label, color) in enumerate(arms):
+            ax.scatter(np.full(len(per_seed), x), values[arm], color=color, s=18, zorder=2)
+            mean, half = _mean_interval(values[arm], confidence)
+            # drawn beside the points so the interval does not hide them
+            ax.errorbar(
+                x + (0.15 if x else -0.15),
+                mean,
+                yerr=half,
+                fmt="D",
+                color=color,
+                capsize=4,
+                zorder=3,
+                label=f"{label} mean ± {confidence:.0%} CI",
+            )
+        ax.set_xticks([0, 1], [label for _, label, _ in arms])
+        ax.set_xlim(-0.5, 1.5)
+        ax.set_title(metric)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize="small", loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    return path
