@@ -27,7 +27,7 @@ from torch import nn
 from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import bpr_log, interleaved_square_mean, rowwise_dot
+from mgrec.models.losses import interleaved_square_mean, node_bpr_log
 from mgrec.models.ops import linear, rand_xavier_normal
 
 
@@ -132,8 +132,7 @@ class GRCN(Recommender):
         users, pos, neg = batch[0], batch[1] + self.n_users, batch[2] + self.n_users
         rep = self.forward()
         self.remember(rep[: self.n_users], rep[self.n_users :])
-        e_u = rep[users]
-        bpr = bpr_log(rowwise_dot(e_u, rep[pos]), rowwise_dot(e_u, rep[neg]))
+        bpr = node_bpr_log(rep, users, pos, neg)
         reg_emb = interleaved_square_mean(self.id_gcn.id_embedding, users, pos, neg)
         reg_emb = reg_emb + (self.v_gcn.preference**2).mean()  # all users ...
         reg_content = torch.zeros(1, device=rep.device)  # ... the [1] shape of the loss [R]

@@ -15,6 +15,14 @@ def bpr_log(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return -torch.log(torch.sigmoid(pos - neg)).mean()
 
 
+def node_bpr_log(
+    rep: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """``bpr_log`` on rows of one node table: rep [N, d]; users, pos, neg are node ids [B]."""
+    e_u = rep[users]
+    return bpr_log(rowwise_dot(e_u, rep[pos]), rowwise_dot(e_u, rep[neg]))
+
+
 def bpr_log2(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """``-mean(log2(sigmoid(pos - neg)))`` (DualGNN, DRAGON: base 2 [R]). Shape [].
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from mgrec import graphs
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import bpr_log, interleaved_square_mean, rowwise_dot
+from mgrec.models.losses import interleaved_square_mean, node_bpr_log
 from mgrec.models.ops import linear, rand_xavier_normal
 
 N_LAYERS = 3  # the config's n_layers is read by the reference but never used [R]
@@ -136,8 +136,7 @@ class MMGCN(Recommender):
         users, pos, neg = batch[0], batch[1] + self.n_users, batch[2] + self.n_users
         rep = self.forward()
         self.remember(rep[: self.n_users], rep[self.n_users :])
-        e_u = rep[users]
-        bpr = bpr_log(rowwise_dot(e_u, rep[pos]), rowwise_dot(e_u, rep[neg]))
+        bpr = node_bpr_log(rep, users, pos, neg)
         reg = interleaved_square_mean(self.id_embedding, users, pos, neg)
         if hasattr(self, "v_gcn"):  # the text preference is not regularised [R]
             reg = reg + (self.v_gcn.preference**2).mean()
