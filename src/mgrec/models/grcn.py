@@ -27,7 +27,7 @@ from torch import nn
 from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import interleaved_square_mean, node_bpr_log
+from mgrec.models.losses import interleaved_square_mean, node_bpr_log, rowwise_dot
 from mgrec.models.ops import linear, rand_xavier_normal
 
 
