@@ -69,6 +69,15 @@ class SparseOp:
         return self.coo.to_dense()
 
 
+def layer_mean(adj: SparseOp, x: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """LightGCN's propagation ``mean_{l=0..L} A^l x`` (layer 0 included): x [N, d] -> [N, d]."""
+    layers = [x]
+    for _ in range(n_layers):
+        x = adj @ x
+        layers.append(x)
+    return torch.stack(layers, dim=1).mean(dim=1)
+
+
 def bipartite_norm_adj(
     users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, device: torch.device | str
 ) -> torch.Tensor:

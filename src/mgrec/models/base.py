@@ -81,6 +81,8 @@ class ModelData:
 
         Keyed by k, the image weight, which modalities exist and a hash of their contents.
         """
+        if k > self.n_items:
+            raise UserError(f"knn_k={k} exceeds the number of items ({self.n_items})")
         present = {m: f for m, f in (("v", self.v_feat), ("t", self.t_feat)) if f is not None}
         params = {
             "k": int(k),

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgrec import graphs
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import emb_norm_loss
 from mgrec.models.ops import linear
@@ -65,11 +66,7 @@ class BM3(Recommender):
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """LightGCN layer mean: user [U, d] and item [I, d] (item id embedding added again)."""
         x = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], dim=0)
-        layers = [x]
-        for _ in range(self.n_layers):
-            x = self.norm_adj @ x
-            layers.append(x)
-        out = torch.stack(layers, dim=1).mean(dim=1)
+        out = graphs.layer_mean(self.norm_adj, x, self.n_layers)
         return out[: self.n_users], out[self.n_users :] + self.item_id_embedding.weight
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:

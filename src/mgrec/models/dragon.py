@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from mgrec.errors import UserError
 from mgrec.models.base import ModelData
 from mgrec.models.losses import bpr_log2, rowwise_dot
 from mgrec.models.modality_gcn import LATENT, UserGraphRecommender, softmaxed_weights
@@ -36,8 +35,6 @@ class DRAGON(UserGraphRecommender):
 
     def __init__(self, config: Mapping[str, Any], data: ModelData) -> None:
         super().__init__(config, data)
-        if config["knn_k"] > self.n_items:
-            raise UserError(f"knn_k={config['knn_k']} exceeds the number of items ({self.n_items})")
         self.n_mm_layers = config["n_mm_layers"]
         f = config["feat_embed_dim"]
         # Parameters in the reference's order (state_dict keys and torch RNG draws).

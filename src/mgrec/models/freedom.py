@@ -50,8 +50,6 @@ class FREEDOM(Recommender):
     def __init__(self, config: Mapping[str, Any], data: ModelData) -> None:
         super().__init__(config, data)
         d = config["embedding_size"]
-        if config["knn_k"] > self.n_items:
-            raise UserError(f"knn_k={config['knn_k']} exceeds the number of items ({self.n_items})")
         self.n_mm_layers = config["n_mm_layers"]
         self.n_ui_layers = config["n_ui_layers"]
         self.reg_weight = float(config["reg_weight"])
@@ -91,11 +89,7 @@ class FREEDOM(Recommender):
         for _ in range(self.n_mm_layers):
             h = self.mm_adj @ h
         x = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], dim=0)
-        layers = [x]
-        for _ in range(self.n_ui_layers):
-            x = adj @ x
-            layers.append(x)
-        out = torch.stack(layers, dim=1).mean(dim=1)
+        out = graphs.layer_mean(adj, x, self.n_ui_layers)
         return out[: self.n_users], out[self.n_users :] + h
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:

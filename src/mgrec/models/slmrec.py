@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.ops import linear
@@ -124,11 +125,7 @@ class SLMRec(Recommender):
                 torch.cat([self.embedding_item.weight, v_item, t_item], dim=1),
             ]
         )
-        layers = [x]
-        for _ in range(self.n_layers):
-            x = self.norm_adj @ x
-            layers.append(x)
-        out = torch.stack(layers, dim=1).mean(dim=1)
+        out = graphs.layer_mean(self.norm_adj, x, self.n_layers)
         return out[: self.n_users], out[self.n_users :]
 
     def fuse(self, blocks: torch.Tensor) -> torch.Tensor:
