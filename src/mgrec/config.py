@@ -175,6 +175,12 @@ def load_config(
     return config
 
 
+def grid_values(config: Mapping[str, Any], key: str) -> list[Any]:
+    """The values a grid key takes: its list, or its one scalar."""
+    value = config[key]
+    return list(value) if isinstance(value, list) else [value]
+
+
 def grid(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Expand the grid: one full config per combination, in the reference's order.
 
@@ -185,7 +191,7 @@ def grid(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     for key in keys:
         if key not in config:
             raise UserError(f"hyper_parameters names '{key}', but no config file sets it")
-    values = [config[k] if isinstance(config[k], list) else [config[k]] for k in keys]
+    values = [grid_values(config, k) for k in keys]
     for key, options in zip(keys, values, strict=True):
         if not options:
             raise UserError(f"grid key '{key}' has an empty list of values")

@@ -29,7 +29,6 @@ import torch
 from mgrec import checkpoint, runner
 from mgrec.analysis import perturb
 from mgrec.analysis.flatness import fixed_batches
-from mgrec.data.dataset import RecData
 from mgrec.data.sampler import TrainBatches
 from mgrec.models import Recommender
 
@@ -57,19 +56,6 @@ def _label(shift: Mapping[str, Any]) -> str:
     return f"{shift['kind']} {symbol}={shift['level']} ({shift['modalities']})"
 
 
-def _build(
-    combo: Mapping[str, Any], data: RecData, state: Mapping[str, torch.Tensor], source: str
-) -> Recommender:
-    device = runner.resolve_device(combo)
-    runner.init_seed(combo["seed"])
-    model_data, _ = runner.model_inputs(data, combo, device)
-    model = runner.model_class(combo["model"])(combo, model_data).to(device)
-    checkpoint.load_strict(model, state, source)
-    model.fresh_eval = True  # scores come from the parameters, never a training cache
-    model.pre_epoch_processing()
-    return model
-
-
 def evaluate_shifts(checkpoint_path: str | Path, seed: int) -> list[dict[str, Any]]:
     """Test metrics of one checkpoint under every shift (``seed`` draws the perturbations)."""
     stored = checkpoint.read(Path(checkpoint_path))
@@ -90,7 +76,7 @@ def evaluate_shifts(checkpoint_path: str | Path, seed: int) -> list[dict[str, An
             )
             features = {m: f for m, f in (("v", image), ("t", text)) if f is not None}
             shifted = dataclasses.replace(data, features=features)
-        model = _build(combo, shifted, stored["state_dict"], str(checkpoint_path))
+        model = runner.model_from_state(combo, shifted, stored["state_dict"], str(checkpoint_path))
         metrics = runner.evaluate_model(model, test)
         rows.append({**shift, "label": _label(shift), **{m: metrics[m] for m in REPORTED}})
     return rows
@@ -197,7 +183,7 @@ def load_for_analysis(
     stored = checkpoint.read(Path(checkpoint_path))
     combo = stored["config"]
     data = runner.prepare_data(combo)
-    model = _build(combo, data, stored["state_dict"], str(checkpoint_path))
+    model = runner.model_from_state(combo, data, stored["state_dict"], str(checkpoint_path))
     sampler = TrainBatches(
         data.train,
         data.n_items,

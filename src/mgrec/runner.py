@@ -392,6 +392,24 @@ def write_output(path: Path, valid: Mapping[str, float], test: Mapping[str, floa
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
+def model_from_state(
+    combo: Mapping[str, Any], data: RecData, state: Mapping[str, torch.Tensor], source: str
+) -> Recommender:
+    """Build ``combo``'s model on ``data`` and load ``state`` strictly, ready to score: its
+    representations are always recomputed from the parameters (never a training cache), and
+    ``pre_epoch_processing`` has run once, as in the reference's quick_eval."""
+    device = resolve_device(combo)
+    init_seed(combo["seed"])
+    model_data, notes = model_inputs(data, combo, device)
+    net = model_class(combo["model"])(combo, model_data).to(device)
+    notes += checkpoint.load_strict(net, state, source)
+    for note in notes:
+        log.info(note)
+    net.fresh_eval = True
+    net.pre_epoch_processing()  # scoring always uses the full graph
+    return net
+
+
 def evaluate_checkpoint(
     path: Path,
     model: str,
@@ -432,19 +450,10 @@ def evaluate_checkpoint(
         )
         combo = configuration.grid(base)[0]
     configuration.validate(combo)
-    cls = model_class(combo["model"])
-    cls.check_config(combo)
+    model_class(combo["model"]).check_config(combo)
     data = prepare_data(combo)
     device = resolve_device(combo)
-    init_seed(combo["seed"])
-    model_data, notes = model_inputs(data, combo, device)
-    for note in notes:
-        log.info(note)
-    net = cls(combo, model_data).to(device)
-    net.fresh_eval = True  # a checkpoint's scores always come from its parameters
-    for note in checkpoint.load_strict(net, stored["state_dict"], str(path)):
-        log.info(note)
-    net.pre_epoch_processing()  # as the reference's quick_eval; scoring always uses the full graph
+    net = model_from_state(combo, data, stored["state_dict"], str(path))
     evaluators = build_evaluators(data, combo, device)
     results = {split: evaluate_model(net, evaluator) for split, evaluator in evaluators.items()}
     print("\t".join(QUICK_EVAL_METRICS))

@@ -51,11 +51,6 @@ FLATNESS_SETTINGS = {
 }
 
 
-def _values(config: Mapping[str, Any], key: str) -> list:
-    value = config[key]
-    return list(value) if isinstance(value, list) else [value]
-
-
 def study_folder(
     mg_config: Mapping[str, Any], plain_config: Mapping[str, Any], seeds: Sequence[int], budget: str
 ) -> Path:
@@ -105,11 +100,13 @@ def run_study(
     budget = str(mg_base.get("study_budget", "equal"))
     if budget not in ("equal", "reference"):
         raise UserError(f"config key 'study_budget' must be 'equal' or 'reference', got {budget!r}")
-    first_seed = _values(mg_base, "seed")[0]
+    first_seed = configuration.grid_values(mg_base, "seed")[0]
     seeds = [int(first_seed) + i for i in range(n_seeds)]
-    mg_candidates = math.prod(len(_values(mg_base, key)) for key in MG_GRID_KEYS)
+    mg_candidates = math.prod(len(configuration.grid_values(mg_base, key)) for key in MG_GRID_KEYS)
     replicas = mg_candidates if budget == "equal" else 1
-    for combo in configuration.grid({**mg_base, "seed": seeds[0]}) + configuration.grid(plain_base):
+    mg_combos = configuration.grid({**mg_base, "seed": seeds[0]})  # one seed's trials per arm
+    plain_combos = configuration.grid({**plain_base, "seed": seeds[0]})
+    for combo in mg_combos + plain_combos:
         configuration.validate(combo)
         runner.model_class(model).check_config(combo)
     folder = study_folder(mg_base, plain_base, seeds, budget)
@@ -118,8 +115,7 @@ def run_study(
     per_seed = []
     print(
         f"MG study of {model} on {dataset}: {n_seeds} seed(s); per seed, MG trains "
-        f"{len(configuration.grid(mg_base)) // max(len(_values(mg_base, 'seed')), 1)} combinations and "
-        f"no-MG {len(configuration.grid({**plain_base, 'seed': 0})) * replicas} ({budget} budget); "
+        f"{len(mg_combos)} combinations and no-MG {len(plain_combos) * replicas} ({budget} budget); "
         f"folder {folder}"
     )
     for seed in tqdm(seeds, desc="study seeds", unit="seed"):
