@@ -21,8 +21,9 @@ from mgrec.metrics import METRIC_FUNCTIONS
 # The reference writes this score at training positives before ranking.
 MASK_SCORE = -1e10
 
-Scorer = Callable[[torch.Tensor], torch.Tensor]
-"""users [b] (int64) -> scores [b, n_items] for every item."""
+ScoreFunction = Callable[[torch.Tensor], torch.Tensor]
+"""What is evaluated: users [b] (int64) -> scores [b, n_items] for every item (a model's
+``scorer()``, or any function, e.g. a popularity baseline)."""
 
 
 def first_appearance_order(users: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ class Evaluator:
         return self.relevant_keys[pos] == keys
 
     @torch.no_grad()
-    def hits(self, scorer: Scorer) -> np.ndarray:
+    def hits(self, scorer: ScoreFunction) -> np.ndarray:
         """Bool [n_users, max(topk)]: is the item ranked r-th relevant? Computed on the device."""
         depth = max(self.topk)
         batches = []
@@ -109,7 +110,7 @@ class Evaluator:
             batches.append(self._hits(start, top_items))
         return torch.cat(batches).cpu().numpy()
 
-    def evaluate(self, scorer: Scorer) -> dict[str, float]:
+    def evaluate(self, scorer: ScoreFunction) -> dict[str, float]:
         """Rank all items for every user; return ``{"recall@5": ..., ...}`` (unrounded)."""
         hits = self.hits(scorer)
         pos_len = self.pos_len.cpu().numpy()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,7 +15,9 @@ from mgrec.data.cache import Cache
 from mgrec.data.dataset import RecData, content_hash
 from mgrec.data.user_graph import UserGraph
 from mgrec.errors import UserError
-from mgrec.evaluator import Scorer
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+"""A model's scoring function: users [b] (int64) -> scores [b, n_items] for every item."""
 
 
 @dataclass

@@ -1,0 +1,154 @@
+"""Writing files so that a reader never sees half of one: a temp file beside the target, then a
+rename (atomic on POSIX file systems).
+
+Every file and folder mgrec writes goes through here (checkpoints, training states, cache
+entries, the user graph, prepared datasets, the embedded dataset, results). Temp names carry the
+writer's process id, ``.<name>.<pid>.<random>.tmp``, so that temp files left by a killed writer
+can be told from those of a live one and removed at start-up (``remove_stale_temps``).
+
+Files get the permissions a plain ``open(path, "w")`` would give (0666 minus the umask), not the
+0600 of ``tempfile.mkstemp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the permissions a plain create would: 0666 (0777 for a folder) & ~umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def temp_path(target: Path, directory: bool = False) -> Path:
+    """A fresh, empty temp file (or folder) beside ``target``, named for this process."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.{os.getpid()}."
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=target.parent))
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=target.parent)
+    os.close(handle)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; it replaces ``target`` only if the block succeeds.
+
+    The block writes the temp path by any means (``np.save``, ``torch.save``, ``to_csv``); on an
+    exception (a full disk, Ctrl-C) the temp file is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    tmp = temp_path(target)
+    try:
+        yield tmp
+        usual_mode(tmp)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(target: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """``open`` a temp file beside ``target`` (``mode`` "w" or "wb"); renamed into place,
+    after an ``fsync``, when the block succeeds."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a new file: mode must be 'w' or 'wb', got {mode!r}")
+    if mode == "w":
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(target) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(target: Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_open(target, "w") as handle:
+        handle.write(text)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    """Write a binary file atomically."""
+    with atomic_open(target, "wb") as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``, renamed to ``target`` when the block succeeds.
+
+    If ``target`` appeared meanwhile (another process won the race) the temp folder is dropped
+    and ``FileExistsError`` raised, unless ``replace``, which swaps the old folder out first.
+    """
+    target = Path(target)
+    tmp = temp_path(target, directory=True)
+    try:
+        yield tmp
+        usual_mode(tmp, directory=True)
+        if replace and target.exists():
+            old = temp_path(target, directory=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, target)
+            except OSError as exc:
+                if target.exists():
+                    raise FileExistsError(f"{target} was created by another process") from exc
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path, recursive: bool = False) -> list[Path]:
+    """Remove temp files and folders under ``folder`` whose writer (by the pid in the name) is no
+    longer running on this machine; returns what was removed. Missing folders are fine."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    candidates = folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}")
+    for path in list(candidates):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
