@@ -6,20 +6,27 @@ import gzip
 import importlib.util
 import json
 import os
+import shlex
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mgrec import prepare as prepare_module
 from mgrec.cli import main as cli_main
 from mgrec.config import load_config, read_yaml
-from mgrec.data import amazon, user_graph
+from mgrec.data import user_graph
 from mgrec.data.dataset import load_dataset
 from mgrec.errors import UserError
+from mgrec.prepare import images as prepare_images
+from mgrec.prepare import inputs as prepare_inputs
+from mgrec.prepare import outputs as prepare_outputs
 from mgrec.prepare import prepare
+from mgrec.prepare import ratings as prepare_ratings
+from mgrec.prepare import transforms as prepare_transforms
 
 NAME = "toys"
 N_ITEMS = 14
@@ -104,7 +111,7 @@ def write_images(path: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
         for asin in [RARE, *ASINS, "B888888888"]:
             if asin in (ASINS[j] for j in NO_IMAGE):
                 continue
-            vector = rng.random(amazon.IMAGE_DIM, dtype=np.float32)
+            vector = rng.random(prepare_images.IMAGE_DIM, dtype=np.float32)
             if asin == ASINS[NAN_IMAGE]:
                 vector[7] = np.nan
             vectors[asin] = vector
@@ -179,7 +186,7 @@ def test_k_core_hand_checked_case():
     user_codes = {u: n for n, u in enumerate("abcdefgh")}
     users = np.array([user_codes[u] for u, _ in rows])
     items = np.array([int(i) for _, i in rows])
-    keep, rounds = amazon.k_core(users, items)
+    keep, rounds = prepare_transforms.k_core(users, items)
     # round 1: h (3 ratings) and item 6 (4 ratings) go; round 2: g is left with 4 and goes;
     # a, b, c are back to 5 ratings and stay.
     assert rounds == 2
@@ -210,17 +217,19 @@ def test_fast_and_line_by_line_ratings_readers_agree(raw, monkeypatch):
     """Clean blocks go to pandas' C reader, others line by line: the result must not depend on
     where the blocks fall (small blocks mix both readers)."""
     fast_blocks = []
-    fast = amazon._parse_block_fast
+    fast = prepare_ratings._parse_block_fast
 
     def spy(block):
         fast_blocks.append(fast(block))
         return fast_blocks[-1]
 
-    monkeypatch.setattr(amazon, "_parse_block_fast", spy)
+    monkeypatch.setattr(prepare_ratings, "_parse_block_fast", spy)
 
     def read(block_bytes: int) -> tuple:
-        report = amazon.LineReport("r")
-        got = amazon.read_ratings(raw["ratings"], report, progress=False, block_bytes=block_bytes)
+        report = prepare_inputs.LineReport("r")
+        got = prepare_ratings.read_ratings(
+            raw["ratings"], report, progress=False, block_bytes=block_bytes
+        )
         users, items = got.user_names[got.users].tolist(), got.item_names[got.items].tolist()
         ratings = np.nan_to_num(got.ratings, nan=-1).tolist()
         rows = list(zip(users, items, ratings, got.timestamps.tolist(), strict=True))
@@ -350,7 +359,7 @@ def test_unparsable_lines_are_counted_and_shown(prepared):
 def test_strict_stops_with_one_line_and_writes_no_dataset(raw, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(prepare_module, "resolve_text_model", lambda path: tmp_path)
     monkeypatch.setattr(prepare_module, "sentence_encoder", lambda folder: FakeEncoder())
-    monkeypatch.setattr(prepare_module, "CONFIG_DIR", tmp_path / "configs")
+    monkeypatch.setattr(prepare_module, "USER_DATASET_CONFIG_DIR", tmp_path / "configs" / "dataset")
     args = ["--ratings", str(raw["ratings"]), "--meta", str(raw["meta"]),
             "--images", str(raw["images"]), "--name", NAME, "--out", str(tmp_path),
             "--no-progress", "--strict"]  # fmt: skip
@@ -392,8 +401,8 @@ def test_rerun_reuses_finished_steps_and_never_leaves_half_a_dataset(raw, tmp_pa
     def unexpected(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    monkeypatch.setattr(amazon, "read_ratings", unexpected)
-    monkeypatch.setattr(amazon, "read_image_features", unexpected)
+    monkeypatch.setattr(prepare_ratings, "read_ratings", unexpected)
+    monkeypatch.setattr(prepare_images, "read_image_features", unexpected)
     folder, printed, encoder = run_prepare(raw, tmp_path, encoder_id="fake")
     assert [line.split(":")[0] for line in printed if "(reused)" in line] == [
         "[1/6] ratings (reused)", "[2/6] split (reused)", "[3/6] metadata (reused)",
@@ -414,6 +423,62 @@ def test_user_mistakes_are_one_line_errors(raw, tmp_path, capsys):
     with pytest.raises(UserError, match="--images takes image_features_<Category>.b"):
         run_prepare({**raw, "images": raw["ratings"]}, tmp_path)
     assert not (tmp_path / "data" / NAME).exists()
+
+
+SWAPS = [  # (flag, the raw file wrongly given for it)
+    ("--ratings", "meta"), ("--ratings", "meta_plain"), ("--ratings", "images"),
+    ("--meta", "ratings"), ("--meta", "images"),
+    ("--images", "ratings"), ("--images", "meta"), ("--images", "meta_plain"),
+]  # fmt: skip
+TAKES = {
+    "--ratings": "--ratings takes the ratings CSV",
+    "--meta": "--meta takes meta_<Category>.json.gz",
+    "--images": "--images takes image_features_<Category>.b",
+}
+
+
+@pytest.mark.parametrize(("flag", "given"), SWAPS)
+def test_swapped_input_files_are_one_line_errors(raw, tmp_path, capsys, flag, given):
+    files = {"--ratings": raw["ratings"], "--meta": raw["meta"], "--images": raw["images"]}
+    files[flag] = raw[given]
+    out = tmp_path / "data"
+    args = [arg for pair in files.items() for arg in map(str, pair)]
+    assert cli_main(["prepare", *args, "--name", NAME, "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in captured.out + captured.err and err.count("\n") == 0
+    assert err.startswith("mgrec: error: ") and f"{raw[given].name}: {TAKES[flag]}" in err
+    assert "looks like" in err and "swapped" in err
+    assert not (out / NAME).exists() and not (out.exists() and any(out.iterdir()))
+
+
+def test_file_kinds_are_told_apart(raw, tmp_path):
+    kinds = {key: prepare_inputs.sniff(raw[key]) for key in ("ratings", "meta", "meta_plain")}
+    assert kinds == {"ratings": "ratings", "meta": "metadata", "meta_plain": "metadata"}
+    assert prepare_inputs.sniff(raw["images"]) == "images"
+    unclear = tmp_path / "latin1.csv"  # not UTF-8, no NUL: left to the ratings reader
+    unclear.write_bytes(b"Ren\xe9,B000000001,5.0,1300000000\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    for path in (unclear, empty):
+        assert prepare_inputs.sniff(path) is None
+        for flag in TAKES:
+            prepare_inputs.check_kind(path, flag)  # no error: the readers judge
+
+
+def test_unreadable_csv_quoting_is_a_skipped_line(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b'A1,B1,5.0,1300000000\n"A2",B\rX,4.0,1300000001\nA3,B3,3.0,1300000002\n')
+    report = prepare_inputs.LineReport(path.name)
+    got = prepare_ratings.read_ratings(path, report, progress=False)
+    assert got.user_names[got.users].tolist() == [b"A1", b"A3"]
+    assert report.count == 1 and "line 2: not a CSV line" in report.examples[0]
+
+
+def test_abbreviated_flags_are_refused(raw, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_module.main(["--rat", str(raw["ratings"]), "--meta", "m", "--images", "i"])
+    assert exit_info.value.code == 2 and "--rat" in capsys.readouterr().err
 
 
 def test_missing_text_model_says_how_to_get_one(raw, tmp_path, monkeypatch):
@@ -446,6 +511,47 @@ def test_output_loads_with_yaml_and_user_graph(prepared):
     assert sorted(p.name for p in folder.iterdir()) == sorted([
         f"{NAME}.inter", "u_id_mapping.csv", "i_id_mapping.csv", "text_feat.npy", "image_feat.npy",
         "missed_img_itemIDs.csv", "user_graph_dict.npy"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("n_items", "extra"),
+    [
+        (50, []),
+        (49, ["--topk=[5,10,20]"]),
+        (N_ITEMS, ["--topk=[5,10]"]),
+        (5, ["--topk=[5]"]),
+        (3, ["--topk=[3]", "--valid_metric=Recall@3"]),  # none fits: the largest that can
+    ],
+)
+def test_train_command_keeps_the_cutoffs_that_fit(n_items, extra, tmp_path):
+    command = prepare_outputs.train_command(NAME, tmp_path, n_items)
+    assert shlex.split(command) == [
+        "python", "src/main.py", "--model", "DRAGON", "--dataset", NAME,
+        f"--data_path={tmp_path}", *extra,
+    ]  # fmt: skip
+    plain = prepare_outputs.train_command(NAME, prepare_module.DEFAULT_OUT, 100)
+    assert plain == f"python src/main.py --model DRAGON --dataset {NAME}"
+
+
+def test_printed_train_command_runs_on_the_output(prepared, tmp_path):
+    lines = [line for line in prepared["printed"] if line.startswith("train with: ")]
+    assert len(lines) == 1 and lines[0] == prepared["printed"][-1]
+    argv = shlex.split(lines[0].removeprefix("train with: "))
+    assert argv[:6] == ["python", "src/main.py", "--model", "DRAGON", "--dataset", NAME]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in argv[6:])
+    assert flags.keys() == {"data_path", "topk"}  # no --valid_metric: Recall@5 stays valid
+    topk = yaml.safe_load(flags["topk"])
+    assert topk == [5, 10] and max(topk) <= N_ITEMS  # 14 items: 20 and 50 do not fit
+    output = tmp_path / "out.json"
+    args = [
+        "--model", "VBPR", *argv[4:], "--epochs=1", "--reg_weight=0.001", "--alpha2=0.1",
+        f"--output={output}", f"--results_dir={tmp_path / 'r'}",
+        f"--checkpoint_dir={tmp_path / 'c'}", f"--cache_dir={tmp_path / 'cache'}",
+        "--use_gpu=False",
+    ]  # fmt: skip
+    assert cli_main(args) == 0
+    test = json.loads(output.read_text())["test"]
+    assert "recall@10" in test and "recall@20" not in test
 
 
 MODELS = ["VBPR", "MMGCN", "GRCN", "DualGNN", "SLMRec", "BM3", "FREEDOM", "DRAGON", "LayerGCN"]
