@@ -23,59 +23,200 @@ def sparse(
     return torch.sparse_coo_tensor(indices, values, shape, check_invariants=False).coalesce()
 
 
-# CSR products are stable in every torch we support; the "beta" notice would only confuse users.
-warnings.filterwarnings(
-    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
-)
+def _row_pointers(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR row pointers [n + 1] of entries sorted by ``rows``."""
+    counts = torch.bincount(rows, minlength=n)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]):
+    with warnings.catch_warnings():
+        # CSR products are stable in every torch we support; the "beta" notice would only
+        # confuse users (silenced here, not for the whole process).
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def uses_embedding_bag(device: torch.device) -> bool:
+    """Whether sparse products on ``device`` are ``embedding_bag`` sums (a CPU) rather than
+    torch's CSR product (see ``RowEntries``)."""
+    return device.type == "cpu"
+
+
+class RowEntries:
+    """A sparse matrix's pattern, its entries grouped by row (the CSR layout): row r holds
+    the entries ``crow[r]:crow[r + 1]``, in columns ``col``. Values come with each product.
+
+    ``product(values, x)`` is ``M @ x``: on a CPU an ``embedding_bag`` sum (each row a
+    weighted sum of rows of x; 2-3x faster there than torch's CSR product, which zero-fills
+    and copies its result), elsewhere torch's CSR product. Duplicated entries are summed one
+    by one, as a weighted sum over a neighbour list is.
+    """
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, shape: tuple[int, int]) -> None:
+        self.crow, self.col, self.shape = crow, col, shape
+
+    @classmethod
+    def from_sorted(
+        cls, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]
+    ) -> RowEntries:
+        """From entries already ordered by row."""
+        return cls(_row_pointers(rows, shape[0]), cols, shape)
+
+    def __len__(self) -> int:
+        return len(self.col)
+
+    def product(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``M(values) @ x``: values [nnz] (entry order), x [cols, d] -> [rows, d]."""
+        if not uses_embedding_bag(x.device):
+            return _csr(self.crow, self.col, values, self.shape) @ x
+        if len(self.col) == 0:
+            return x.new_zeros(self.shape[0], x.shape[1])
+        return torch.nn.functional.embedding_bag(
+            self.col,
+            x.contiguous(),
+            self.crow,
+            mode="sum",
+            per_sample_weights=values.to(x.dtype),
+            include_last_offset=True,
+        )
+
+
+def _transposed(
+    rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]
+) -> tuple[torch.Tensor, RowEntries]:
+    """The order of the entries in the transpose (by column, then row) and its pattern."""
+    order = torch.argsort(cols * shape[0] + rows, stable=True)
+    return order, RowEntries.from_sorted(cols[order], rows[order], (shape[1], shape[0]))
 
 
 class _SparseMatmul(torch.autograd.Function):
-    """``A @ X`` with a precomputed ``A^T`` for the backward pass (CSR both ways).
+    """``A @ X`` with the transpose's pattern and values kept for the backward pass.
 
-    torch's own backward for a CSR product transposes the matrix on every call; the graphs here
-    are fixed for many products, so the transpose is built once.
+    Its backward is this Function again on the transpose, so it can be differentiated twice.
     """
 
     @staticmethod
-    def forward(
-        ctx, matrix: torch.Tensor, transposed: torch.Tensor, x: torch.Tensor
-    ) -> torch.Tensor:
-        ctx.transposed = transposed
-        return matrix @ x
+    def forward(ctx, op: SparseOp, transposed: bool, x: torch.Tensor) -> torch.Tensor:
+        ctx.op, ctx.transposed = op, transposed
+        return op.product(x, transposed)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
-        return None, None, ctx.transposed @ grad
+        return None, None, _SparseMatmul.apply(ctx.op, not ctx.transposed, grad)
 
 
 class SparseOp:
     """A fixed sparse matrix used as a linear operator: ``op @ x`` for dense x [cols, d].
 
     Args:
-        matrix: a sparse COO matrix [rows, cols].
+        matrix: a sparse COO matrix [rows, cols] (coalesced here: duplicates summed).
         symmetric: the matrix equals its transpose (the bipartite graphs), so no copy is kept.
+
+    ``from_entries`` builds one from entries in row order without merging duplicates.
     """
 
     def __init__(self, matrix: torch.Tensor, symmetric: bool = False) -> None:
-        self.coo = matrix.coalesce()
-        self.csr = self.coo.to_sparse_csr()
-        self.csr_t = self.csr if symmetric else self.coo.t().coalesce().to_sparse_csr()
-        self.shape = tuple(self.coo.shape)
+        coo = matrix.coalesce()  # entries sorted by row, then column
+        rows, cols = coo.indices()
+        n_rows, n_cols = coo.shape
+        self._init(rows, cols, coo.values(), (n_rows, n_cols), symmetric)
+        self._coo: torch.Tensor | None = coo
+
+    @classmethod
+    def from_entries(
+        cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+    ) -> SparseOp:
+        """The matrix with ``values`` at (rows, cols), entries ordered by row; duplicated
+        entries stay separate terms of each product (the sum of their contributions)."""
+        op = cls.__new__(cls)
+        op._init(rows, cols, values, shape, symmetric=False)
+        op._coo = None
+        return op
+
+    def _init(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        values: torch.Tensor,
+        shape: tuple[int, int],
+        symmetric: bool,
+    ) -> None:
+        self.shape = shape
+        self._rows, self._cols = rows, cols
+        self.entries = RowEntries.from_sorted(rows, cols, shape)
+        self.values = values
+        if symmetric:
+            self.entries_t, self.values_t = self.entries, values
+        else:
+            order, self.entries_t = _transposed(rows, cols, shape)
+            self.values_t = values[order]
+
+    def product(self, x: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+        """``A @ x`` (``A^T @ x`` when transposed), without autograd."""
+        if transposed:
+            return self.entries_t.product(self.values_t, x)
+        return self.entries.product(self.values, x)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _SparseMatmul.apply(self.csr, self.csr_t, x)
+        return _SparseMatmul.apply(self, False, x)
+
+    @property
+    def coo(self) -> torch.Tensor:
+        """The matrix as a coalesced sparse COO tensor (duplicates summed)."""
+        if self._coo is None:
+            indices = torch.stack([self._rows, self._cols])
+            self._coo = sparse(indices, self.values, self.shape)
+        return self._coo
+
+    @property
+    def csr(self) -> torch.Tensor:
+        """The matrix as a sparse CSR tensor (duplicates summed)."""
+        return self.coo.to_sparse_csr()
 
     def to_dense(self) -> torch.Tensor:
         return self.coo.to_dense()
 
 
+def check_edge_arrays(
+    n_rows: int, n_cols: int, max_entries: int | None = None
+) -> Callable[[dict[str, np.ndarray]], str | None]:
+    """A check for a stored sparse matrix (``indices`` [2, n], ``values`` [n]) of shape
+    [n_rows, n_cols] with at most ``max_entries`` entries: None when sound, else what is wrong
+    (so a damaged cache entry is rebuilt, never turned into a sparse tensor with out-of-range
+    indices)."""
+
+    def check(arrays: dict[str, np.ndarray]) -> str | None:
+        indices, values = arrays.get("indices"), arrays.get("values")
+        if indices is None or values is None:
+            return f"arrays {sorted(arrays)}"
+        if indices.ndim != 2 or indices.shape[0] != 2 or values.shape != (indices.shape[1],):
+            return f"shapes {indices.shape} and {values.shape}"
+        if values.shape[0] == 0 or (max_entries is not None and values.shape[0] > max_entries):
+            return f"{values.shape[0]} entries (at most {max_entries} expected)"
+        if not np.issubdtype(indices.dtype, np.integer):
+            return f"indices of {indices.dtype}"
+        if indices.size and (
+            indices.min() < 0 or indices[0].max() >= n_rows or indices[1].max() >= n_cols
+        ):
+            return "indices out of range"
+        if not np.isfinite(values).all():
+            return "non-finite values"
+        return None
+
+    return check
+
+
 def layer_mean(adj: SparseOp, x: torch.Tensor, n_layers: int) -> torch.Tensor:
     """LightGCN's propagation ``mean_{l=0..L} A^l x`` (layer 0 included): x [N, d] -> [N, d]."""
-    layers = [x]
+    # A running sum, divided once: the same sums as stacking the layers and averaging them
+    # (torch reduces the stacked layers in order), without the [N, L+1, d] copy and its
+    # [N, L+1, d] gradient.
+    total = x
     for _ in range(n_layers):
         x = adj @ x
-        layers.append(x)
-    return torch.stack(layers, dim=1).mean(dim=1)
+        total = total + x
+    return total / (n_layers + 1)
 
 
 def bipartite_norm_adj(
@@ -231,6 +372,16 @@ def symmetric_aggregation(edges: torch.Tensor, n_nodes: int) -> SparseOp:
     return SparseOp(sparse(torch.stack([target, source]), values, n_nodes))
 
 
+def neighbour_sum(ids: torch.Tensor, weights: torch.Tensor, n_cols: int) -> SparseOp:
+    """``out_r = sum_k weights[r, k] x[ids[r, k]]`` as an operator [R, n_cols], built directly
+    from the table ids / weights [R, k] (its rows are in order by construction): DualGNN's and
+    DRAGON's sampled user graph. An id repeated in a row (padding) is a separate term of the
+    sum, as in the reference's weighted sum over the list."""
+    n_rows, k = ids.shape
+    rows = torch.arange(n_rows, device=ids.device).repeat_interleave(k)
+    return SparseOp.from_entries(rows, ids.reshape(-1), weights.reshape(-1), (n_rows, n_cols))
+
+
 def segment_softmax(scores: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Softmax of edge ``scores`` [E] within each group (e.g. all edges into one node), with the
     1e-16 guard of PyG's ``softmax`` in the denominator."""
@@ -245,12 +396,118 @@ def segment_softmax(scores: torch.Tensor, groups: torch.Tensor, n_groups: int) -
     return exp / (total[groups] + 1e-16)
 
 
-def weighted_sum(
-    x: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor, n_nodes: int
-) -> torch.Tensor:
-    """``out_i = sum over edges e = (j -> i) of weights_e * x_j``; x [N, d], weights [E] or [E, 1]."""
-    source, target = edges
-    messages = x[source] * weights.reshape(-1, 1)
-    return torch.zeros(n_nodes, x.shape[1], device=x.device, dtype=x.dtype).index_add(
-        0, target, messages
-    )
+class EdgeList:
+    """A fixed directed edge list (j -> i) with per-edge weights that change every call (GRCN's
+    attention): sums and dot products over the edges become sparse products.
+
+    The edges are kept one entry per edge (duplicates too, so each is weighted and summed on
+    its own, as PyG's message passing does), ordered by target then source: per-edge tensors
+    of this class (``target``, ``source``, weights, scores) are in that *entry order*. The
+    matrix ``M(w)`` [N, N] has ``w_k`` at (target_k, source_k); its transpose is kept as a
+    second layout of the same entries, so both ``M(w) @ x`` and ``M(w)^T @ g`` are sparse
+    products (5-20x faster on CPU than gathering [E, d] messages and ``index_add``-ing them).
+
+    Args:
+        source, target: int64 [E] edge endpoints (messages flow source -> target).
+        n_nodes: N.
+    """
+
+    def __init__(self, source: torch.Tensor, target: torch.Tensor, n_nodes: int) -> None:
+        self.n_nodes = n_nodes
+        order = torch.argsort(target * n_nodes + source, stable=True)
+        self.source, self.target = source[order], target[order]
+        shape = (n_nodes, n_nodes)
+        self.entries = RowEntries.from_sorted(self.target, self.source, shape)
+        self.t_order, self.entries_t = _transposed(self.target, self.source, shape)
+
+    @classmethod
+    def from_edges(cls, edges: torch.Tensor, n_nodes: int) -> EdgeList:
+        """From an edge list [2, E] (row 0: sources, row 1: targets)."""
+        return cls(edges[0], edges[1], n_nodes)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def product(self, values: torch.Tensor, x: torch.Tensor, transposed: bool = False):
+        """``M(values) @ x`` (``M(values)^T @ x`` when transposed); values [E] in entry order,
+        no autograd."""
+        if transposed:
+            return self.entries_t.product(values[self.t_order], x)
+        return self.entries.product(values, x)
+
+    def sampled_dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``<a[target_k], b[source_k]>`` for every entry k: [E] (an SDDMM, no autograd)."""
+        shape = (self.n_nodes, self.n_nodes)
+        pattern = _csr(self.entries.crow, self.source, a.new_zeros(len(self)), shape)
+        return torch.sparse.sampled_addmm(pattern, a, b.T, beta=0.0).values()
+
+
+# The two products below are each other's backward. Their backward passes call these autograd
+# Functions again (not raw sparse kernels), so second derivatives (Hessian-vector products by
+# double backward, mgrec.analysis) work through them.
+
+
+class _EdgeProduct(torch.autograd.Function):
+    """out = M(w) @ x, or M(w)^T @ x when ``transposed``.
+
+    Backward: dx = M(w)^T @ g (the other orientation); dw_k = <g[target_k], x[source_k]>
+    (<g[source_k], x[target_k]> when transposed).
+    """
+
+    @staticmethod
+    def forward(
+        ctx, edges: EdgeList, transposed: bool, x: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.edges, ctx.transposed = edges, transposed
+        ctx.save_for_backward(x, weights)
+        return edges.product(weights, x, transposed)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weights = ctx.saved_tensors
+        edges, transposed = ctx.edges, ctx.transposed
+        grad = grad.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[2]:
+            grad_x = _EdgeProduct.apply(edges, not transposed, grad, weights)
+        if ctx.needs_input_grad[3]:
+            grad_w = _EdgeDots.apply(edges, transposed, grad, x)
+        return None, None, grad_x, grad_w
+
+
+class _EdgeDots(torch.autograd.Function):
+    """s_k = <a[target_k], b[source_k]>, or <a[source_k], b[target_k]> when ``transposed``.
+
+    Backward: da = M(ds) @ b (M(ds)^T @ b when transposed), db = the other orientation @ a.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, edges: EdgeList, transposed: bool, a: torch.Tensor, b: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.edges, ctx.transposed = edges, transposed
+        ctx.save_for_backward(a, b)
+        return edges.sampled_dots(b, a) if transposed else edges.sampled_dots(a, b)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        edges, transposed = ctx.edges, ctx.transposed
+        grad = grad.contiguous()
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[2]:
+            grad_a = _EdgeProduct.apply(edges, transposed, b, grad)
+        if ctx.needs_input_grad[3]:
+            grad_b = _EdgeProduct.apply(edges, not transposed, a, grad)
+        return None, None, grad_a, grad_b
+
+
+def edge_dots(edges: EdgeList, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a_i, b_j>`` for every edge (j -> i), in ``edges``' entry order: a, b [N, d] -> [E]."""
+    return _EdgeDots.apply(edges, False, a.contiguous(), b.contiguous())
+
+
+def weighted_sum(edges: EdgeList, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``out_i = sum over edges k = (j -> i) of weights_k * x_j``: x [N, d], weights [E] in
+    ``edges``' entry order -> [N, d]. Differentiable in x and in the weights."""
+    return _EdgeProduct.apply(edges, False, x.contiguous(), weights.reshape(-1).contiguous())

@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from mgrec import graphs
-from mgrec.data.cache import Cache
-from mgrec.data.dataset import RecData, content_hash
+from mgrec.data.dataset import MODALITY_NAMES, RecData
 from mgrec.data.user_graph import UserGraph
 from mgrec.errors import UserError
+from mgrec.rng import seeded
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 """A model's scoring function: users [b] (int64) -> scores [b, n_items] for every item."""
 
 
+class DotScorer:
+    """Scores as dot products of user and item representations, computed once for all blocks.
+
+    ``scorer(users)`` gives [b, I]; ``block(users, start, stop)`` the columns of items
+    ``start..stop-1`` only, so an evaluator can stream items in bounded memory.
+
+    Attributes:
+        user_factors: [U, D] user representations.
+        item_factors: [I, D] item representations.
+    """
+
+    def __init__(self, user_factors: torch.Tensor, item_factors: torch.Tensor) -> None:
+        self.user_factors = user_factors
+        self.item_factors = item_factors
+
+    def __call__(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_factors[users] @ self.item_factors.T
+
+    def block(self, users: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Scores [b, stop - start] of items start..stop-1."""
+        return self.user_factors[users] @ self.item_factors[start:stop].T
+
+
 @dataclass
 class ModelData:
-    """Everything a model may know about the data at construction.
+    """Everything a model may know about the data at construction (no disk access).
 
     Attributes:
         n_users, n_items: id ranges (max id + 1 over all splits).
         train_users, train_items: int64 [E] training rows in file order (duplicates kept).
-        v_feat, t_feat: float32 [I, Dv] / [I, Dt] image / text features, or None.
+        v_feat, t_feat: float32 [I, Dv] / [I, Dt] image / text features, or None; models read
+            them through ``image_features()`` / ``text_features()``, which say what is missing.
         device: where the model lives.
-        cache: where derived data (kNN graphs, ...) is stored.
-        user_graph: the user-user graph, for the models that need one (DualGNN, DRAGON).
+        user_graph: the user-user graph (DualGNN, DRAGON), or None.
+        item_graph: the frozen kNN item graph [I, I] (FREEDOM, DRAGON), or None.
     """
 
     n_users: int
@@ -40,13 +64,13 @@ class ModelData:
     v_feat: torch.Tensor | None
     t_feat: torch.Tensor | None
     device: torch.device
-    cache: Cache
     user_graph: UserGraph | None = None
+    item_graph: graphs.SparseOp | None = None
 
     @classmethod
-    def from_dataset(
-        cls, data: RecData, device: torch.device, cache: Cache, user_graph: UserGraph | None = None
-    ) -> ModelData:
+    def from_dataset(cls, data: RecData, device: torch.device) -> ModelData:
+        """The dataset's training rows and features as tensors on ``device`` (graphs unset)."""
+
         def feature(m: str) -> torch.Tensor | None:
             array = data.feature(m)
             return None if array is None else torch.as_tensor(array, device=device)
@@ -59,9 +83,41 @@ class ModelData:
             v_feat=feature("v"),
             t_feat=feature("t"),
             device=device,
-            cache=cache,
-            user_graph=user_graph,
         )
+
+    @property
+    def has_image(self) -> bool:
+        return self.v_feat is not None
+
+    @property
+    def has_text(self) -> bool:
+        return self.t_feat is not None
+
+    def _required(self, tensor: torch.Tensor | None, modality: str, model: str) -> torch.Tensor:
+        if tensor is None:
+            raise UserError(f"{model} needs {MODALITY_NAMES[modality]} features")
+        return tensor
+
+    def image_features(self, model: str = "this model") -> torch.Tensor:
+        """[I, Dv]; a user error naming ``model`` when the dataset has none."""
+        return self._required(self.v_feat, "v", model)
+
+    def text_features(self, model: str = "this model") -> torch.Tensor:
+        """[I, Dt]; a user error naming ``model`` when the dataset has none."""
+        return self._required(self.t_feat, "t", model)
+
+    def neighbour_graph(self, model: str = "this model") -> UserGraph:
+        """The user-user graph, with one entry per user."""
+        graph = self.user_graph
+        if graph is None or graph.n_users != self.n_users:
+            raise UserError(f"{model} needs a user graph with one entry per user ({self.n_users})")
+        return graph
+
+    def knn_graph(self, model: str = "this model") -> graphs.SparseOp:
+        """The frozen kNN item graph [I, I]."""
+        if self.item_graph is None:
+            raise UserError(f"{model} needs the frozen kNN item graph (built by the experiment)")
+        return self.item_graph
 
     def edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The user -> item edge list S [2, E] and the bidirectional S2 [2, 2E] (items offset by U)."""
@@ -78,34 +134,6 @@ class ModelData:
         )
         return graphs.SparseOp(adj, symmetric=True)
 
-    def frozen_item_graph(self, k: int, image_weight: float) -> graphs.SparseOp:
-        """FREEDOM/DRAGON's kNN item graph from the raw features, [I, I], cached on disk.
-
-        Keyed by k, the image weight, which modalities exist and a hash of their contents.
-        """
-        if k > self.n_items:
-            raise UserError(f"knn_k={k} exceeds the number of items ({self.n_items})")
-        present = {m: f for m, f in (("v", self.v_feat), ("t", self.t_feat)) if f is not None}
-        params = {
-            "k": int(k),
-            "image_weight": float(image_weight),
-            "features": {m: content_hash(f.cpu().numpy()) for m, f in present.items()},
-        }
-
-        def build() -> dict[str, np.ndarray]:
-            graph = graphs.mixed_modality_graph(
-                self.v_feat, self.t_feat, int(k), float(image_weight)
-            )
-            return {
-                "indices": graph.indices().cpu().numpy(),
-                "values": graph.values().cpu().numpy(),
-            }
-
-        stored = self.cache.get_or_build("item-knn", params, build)
-        indices = torch.as_tensor(stored["indices"], device=self.device)
-        values = torch.as_tensor(stored["values"], device=self.device)
-        return graphs.SparseOp(graphs.sparse(indices, values, self.n_items))
-
 
 class Recommender(nn.Module):
     """Base of all models. The trainer uses ``pre_epoch_processing`` and ``calculate_loss``;
@@ -113,8 +141,11 @@ class Recommender(nn.Module):
 
     Attributes:
         modalities: features the model needs: "any" (image and/or text), "both" or "none".
-        uses_negatives: whether batches carry a sampled negative row.
         needs_user_graph: whether the model reads the user-user graph.
+        needs_item_graph: whether the model reads the frozen kNN item graph (``knn_k``,
+            ``mm_image_weight``).
+        training_randomness: what is random in its training besides the batches (for outputs
+            and docs); "" when nothing is.
         config_schema: the model's config keys and their kinds (see ``check_keys``).
         state_aliases: extra state_dict names that hold the same tensor as another key
             (alias -> canonical), as the reference's DualGNN/DRAGON register.
@@ -124,11 +155,23 @@ class Recommender(nn.Module):
     Models whose reference scores validation and test from the representation cached by the
     last training forward (MMGCN, GRCN, DualGNN, SLMRec) store it with ``remember`` and set
     ``stale_scores``; ``fresh_eval`` (config key, default False) recomputes instead.
+
+    **Randomness.** A model owns its training-time randomness (edge pruning, target dropout,
+    sampled neighbours) and offers two ways to remove it, for analysis:
+    ``with model.deterministic():`` switches it off (full graphs, no dropout, neighbour lists
+    padded without drawing), and ``with model.training_draw(seed, draw):`` fixes it to one
+    reproducible draw (per-epoch draws made once with ``seed``; per-call draws repeat the same
+    numbers at every call), so a loss stays a deterministic function of the parameters. Both
+    restore the model's own state on exit. Subclasses with randomness implement the hooks
+    ``_epoch_state``/``_set_epoch_state`` (what ``pre_epoch_processing`` sets),
+    ``_fix_epoch`` (its deterministic version) and, for per-call draws, wrap them in
+    ``call_randomness()``; the trainer never needs to know.
     """
 
     modalities: ClassVar[str] = "any"
-    uses_negatives: ClassVar[bool] = True
     needs_user_graph: ClassVar[bool] = False
+    needs_item_graph: ClassVar[bool] = False
+    training_randomness: ClassVar[str] = ""
     config_schema: ClassVar[dict[str, str]] = {}
     state_aliases: ClassVar[dict[str, str]] = {}
     optional_state: ClassVar[dict[str, str]] = {}
@@ -146,6 +189,10 @@ class Recommender(nn.Module):
         self.device = data.device
         self.fresh_eval = bool(config.get("fresh_eval", False))
         self.training_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.is_deterministic = False
+        self._call_seed: int | None = None
+
+    # --- what the trainer calls ------------------------------------------------------------------
 
     def pre_epoch_processing(self) -> None:
         """Per-epoch work before training (edge pruning, neighbour sampling). Default: none."""
@@ -156,6 +203,16 @@ class Recommender(nn.Module):
         Must not modify ``batch``: the MG trainer evaluates the same batch twice.
         """
         raise NotImplementedError
+
+    def training_state(self) -> dict[str, Any]:
+        """State beyond the parameters that carries from one epoch to the next (plain data), so a
+        resumed run continues exactly (LayerGCN's alternating pruning mode). Default: none."""
+        return {}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Put back what ``training_state`` returned."""
+
+    # --- scoring -------------------------------------------------------------------------------
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User and item representations [U, D], [I, D] whose dot products are the scores,
@@ -172,8 +229,8 @@ class Recommender(nn.Module):
         user_e, item_e = self.inference_embeddings()
         return user_e[users] @ item_e.T
 
-    def scorer(self) -> Scorer:
-        """A function users -> scores, with representations computed once for all batches.
+    def scorer(self) -> DotScorer:
+        """Scores of users for every item, with representations computed once for all batches.
 
         Reproduces the reference's stale scoring (the last training forward's representation)
         for the models that have it, unless ``fresh_eval`` is set.
@@ -182,7 +239,76 @@ class Recommender(nn.Module):
             user_e, item_e = self.training_cache
         else:
             user_e, item_e = self.inference_embeddings()
-        return lambda users: user_e[users] @ item_e.T
+        return DotScorer(user_e, item_e)
+
+    def prepare_scoring(self) -> None:
+        """Score from the parameters, as the reference's quick_eval does after loading a
+        checkpoint: representations always recomputed, the per-epoch state drawn once."""
+        self.fresh_eval = True
+        self.pre_epoch_processing()
+
+    # --- randomness ----------------------------------------------------------------------------
+
+    @property
+    def randomness(self) -> str:
+        """What is random in this model's training besides the batches ("" if nothing)."""
+        return self.training_randomness
+
+    def _epoch_state(self) -> dict[str, Any]:
+        """What ``pre_epoch_processing`` sets (attribute -> value), to be put back later."""
+        return {}
+
+    def _set_epoch_state(self, state: Mapping[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _fix_epoch(self) -> None:
+        """Set the per-epoch state without drawing (full graph, unrandomised neighbour lists)."""
+
+    def _draw_epoch(self, draw: int) -> None:
+        """Make the per-epoch draws for draw number ``draw`` (the random generators are seeded)."""
+        self.pre_epoch_processing()
+
+    @contextlib.contextmanager
+    def _restoring(self) -> Iterator[None]:
+        saved = (self._epoch_state(), self.training_cache, self.is_deterministic, self._call_seed)
+        try:
+            yield
+        finally:
+            epoch, self.training_cache, self.is_deterministic, self._call_seed = saved
+            self._set_epoch_state(epoch)
+
+    @contextlib.contextmanager
+    def deterministic(self) -> Iterator[None]:
+        """Inside the block, training-time randomness is off: full graphs instead of pruned
+        ones, no dropout, neighbour lists padded without drawing. Restored on exit."""
+        with self._restoring():
+            self.is_deterministic = True
+            self._call_seed = None
+            self._fix_epoch()
+            yield
+
+    @contextlib.contextmanager
+    def training_draw(self, seed: int, draw: int = 0) -> Iterator[None]:
+        """Inside the block, training-time randomness is fixed to one draw: the per-epoch draws
+        are made once with ``seed`` (``draw`` chooses among alternating schemes, LayerGCN's), and
+        per-call draws (BM3's target dropout) repeat at every call. Restored on exit."""
+        with self._restoring():
+            self.is_deterministic = False
+            with seeded(seed, self.device):
+                self._draw_epoch(draw)
+            self._call_seed = seed
+            yield
+
+    @contextlib.contextmanager
+    def call_randomness(self) -> Iterator[None]:
+        """Wraps a model's per-call draws: inside ``training_draw`` they are re-seeded at every
+        call (the same numbers each time); otherwise they come from the global generators."""
+        if self._call_seed is None:
+            yield
+        else:
+            with seeded(self._call_seed, self.device):
+                yield
 
 
 def check_keys(config: Mapping[str, Any], **wanted: str) -> None:
@@ -213,3 +339,37 @@ def check_keys(config: Mapping[str, Any], **wanted: str) -> None:
                 f"config key '{key}' must be {description} for {config.get('model')}, "
                 f"got {config.get(key)!r}"
             )
+
+
+def add_feature_tables(
+    model: nn.Module,
+    data: ModelData,
+    width: int,
+    init: Callable[[torch.Tensor], object] | None = None,
+    need: str = "any",
+) -> tuple[bool, bool]:
+    """BM3's, FREEDOM's and DRAGON's trainable feature tables and their projections.
+
+    Registers, image first (the reference's state_dict and RNG order): ``image_embedding``
+    (an ``nn.Embedding`` initialised with a copy of the raw features, trainable, as the
+    reference) and ``image_trs`` (``nn.Linear`` [Dv -> width], its weight re-initialised with
+    ``init`` right after it is created, when given), then ``text_embedding`` / ``text_trs``.
+    ``need`` "both" requires both modalities. Returns (has image, has text).
+    """
+    name = type(model).__name__
+    has_v, has_t = data.has_image, data.has_text
+    if need == "both":
+        data.image_features(name), data.text_features(name)
+    for modality, present, features in (
+        ("image", has_v, data.v_feat),
+        ("text", has_t, data.t_feat),
+    ):
+        if not present or features is None:
+            continue
+        table = nn.Embedding.from_pretrained(features.clone(), freeze=False)
+        projection = nn.Linear(features.shape[1], width)
+        if init is not None:
+            init(projection.weight)
+        setattr(model, f"{modality}_embedding", table)
+        setattr(model, f"{modality}_trs", projection)
+    return has_v, has_t

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgrec import graphs
-from mgrec.models.base import ModelData, Recommender
+from mgrec.models.base import ModelData, Recommender, add_feature_tables
 from mgrec.models.losses import emb_norm_loss
-from mgrec.models.ops import linear
+from mgrec.models.ops import distinct_rows, project_rows
 
 
 def _alignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,12 @@ class BM3(Recommender):
     """Bootstrapped multimodal latent embeddings with a shared predictor."""
 
     modalities = "any"
-    uses_negatives = False
+    # created by add_feature_tables when the modality is present
+    image_embedding: nn.Embedding
+    image_trs: nn.Linear
+    text_embedding: nn.Embedding
+    text_trs: nn.Linear
+    training_randomness = "target dropout, drawn at every training step"
     config_schema = {
         "embedding_size": "int+", "n_layers": "int0", "reg_weight": "number+",
         "cl_weight": "number+", "dropout": "fraction",
@@ -53,15 +58,7 @@ class BM3(Recommender):
         nn.init.xavier_uniform_(self.item_id_embedding.weight)
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
-        self.has_v, self.has_t = data.v_feat is not None, data.t_feat is not None
-        if self.has_v:
-            self.image_embedding = nn.Embedding.from_pretrained(data.v_feat.clone(), freeze=False)
-            self.image_trs = nn.Linear(data.v_feat.shape[1], d)
-            nn.init.xavier_normal_(self.image_trs.weight)
-        if self.has_t:
-            self.text_embedding = nn.Embedding.from_pretrained(data.t_feat.clone(), freeze=False)
-            self.text_trs = nn.Linear(data.t_feat.shape[1], d)
-            nn.init.xavier_normal_(self.text_trs.weight)
+        self.has_v, self.has_t = add_feature_tables(self, data, d, init=nn.init.xavier_normal_)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """LightGCN layer mean: user [U, d] and item [I, d] (item id embedding added again)."""
@@ -72,30 +69,33 @@ class BM3(Recommender):
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, items = batch[0], batch[1]
         user_online, item_online = self.forward()
-        # Features are projected for the batch's distinct items only (the reference projects
-        # every item and then indexes; each row's value and dropout mask are drawn alike).
-        distinct, rows = torch.unique(items, return_inverse=True)
-        t_online = linear(self.text_trs, self.text_embedding(distinct)) if self.has_t else None
-        v_online = linear(self.image_trs, self.image_embedding(distinct)) if self.has_v else None
-        with torch.no_grad():  # targets: dropout always in training mode [R]
-            user_target = F.dropout(user_online, self.dropout, training=True)
-            item_target = F.dropout(item_online, self.dropout, training=True)
-            t_target = (
-                None if t_online is None else F.dropout(t_online, self.dropout, training=True)
-            )
-            v_target = (
-                None if v_online is None else F.dropout(v_online, self.dropout, training=True)
-            )
-        user_pred = self.predictor(user_online)[users]
-        item_pred = self.predictor(item_online)[items]
-        user_target, item_target = user_target[users], item_target[items]
+        # Per-row work is done on the rows the batch reads (``distinct_rows``: on a CPU its
+        # distinct ids): the reference projects, drops out and predicts whole tables and then
+        # indexes, which gives each row the same value and mask distribution.
+        user_rows, user_at = distinct_rows(users, self.n_users)
+        item_rows, item_at = distinct_rows(items, self.n_items)
+        t_online = v_online = None
+        if self.has_t:
+            t_online = project_rows(self.text_embedding, self.text_trs, item_rows)
+        if self.has_v:
+            v_online = project_rows(self.image_embedding, self.image_trs, item_rows)
+        # Targets: dropout always in training mode [R] (off inside ``deterministic()``).
+        p = 0.0 if self.is_deterministic else self.dropout
+        with torch.no_grad(), self.call_randomness():
+            user_target = F.dropout(user_online[user_rows], p, training=True)[user_at]
+            item_target = F.dropout(item_online[item_rows], p, training=True)[item_at]
+            t_target = None if t_online is None else F.dropout(t_online, p, training=True)
+            v_target = None if v_online is None else F.dropout(v_online, p, training=True)
+        user_pred = self.predictor(user_online[user_rows])[user_at]
+        item_pred = self.predictor(item_online[item_rows])[item_at]
         # Summed in the reference's order: text-id, image-id, text-text, image-image.
         to_id, to_self = [], []
         for online, target in ((t_online, t_target), (v_online, v_target)):
             if online is not None:
-                pred = self.predictor(online)[rows]
+                pred = self.predictor(online)[item_at]
                 to_id.append(_alignment(pred, item_target))
-                to_self.append(_alignment(pred, target[rows]))
+                assert target is not None  # (computed with its online rows)
+                to_self.append(_alignment(pred, target[item_at]))
         feature_loss = sum(to_id + to_self, torch.zeros((), device=self.device))
         loss = _alignment(user_pred, item_target) + _alignment(item_pred, user_target)
         reg = emb_norm_loss(user_online, item_online)

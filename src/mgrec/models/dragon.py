@@ -20,14 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from mgrec.models.base import ModelData
-from mgrec.models.losses import bpr_log2, rowwise_dot
+from mgrec.models.base import ModelData, add_feature_tables
+from mgrec.models.losses import bpr_log2, gather_rows, rowwise_dot
 from mgrec.models.modality_gcn import LATENT, UserGraphRecommender, softmaxed_weights
 
 
 class DRAGON(UserGraphRecommender):
     """Dual graphs (user-user, item-item) over concatenated modality GCN representations."""
 
+    needs_item_graph = True
     config_schema = {
         "reg_weight": "number+", "feat_embed_dim": "int+", "knn_k": "int+",
         "n_mm_layers": "int0", "mm_image_weight": "number",
@@ -40,11 +41,8 @@ class DRAGON(UserGraphRecommender):
         # Parameters in the reference's order (state_dict keys and torch RNG draws).
         self.MLP_v = nn.Linear(LATENT, LATENT, bias=False)  # [D]
         self.MLP_t = nn.Linear(LATENT, LATENT, bias=False)  # [D]
-        self.image_embedding = nn.Embedding.from_pretrained(data.v_feat.clone(), freeze=False)
-        self.image_trs = nn.Linear(data.v_feat.shape[1], f)  # [D]
-        self.text_embedding = nn.Embedding.from_pretrained(data.t_feat.clone(), freeze=False)
-        self.text_trs = nn.Linear(data.t_feat.shape[1], f)  # [D]
-        self.mm_adj = data.frozen_item_graph(config["knn_k"], config["mm_image_weight"])
+        add_feature_tables(self, data, f, need="both")  # the tables and their *_trs: [D]
+        self.mm_adj = data.knn_graph("DRAGON")
         self.weight_u = softmaxed_weights(self.n_users)
         self.weight_i = softmaxed_weights(self.n_items)  # [D]
         self.MLP_user = nn.Linear(2 * LATENT, LATENT)  # [D]
@@ -67,9 +65,9 @@ class DRAGON(UserGraphRecommender):
         user_all, item_all = self.forward()
         # Item ids index the item table: the reference's `p += U` into [user ; item], but
         # without editing the batch (the MG trainer reuses it).
-        loss = bpr_log2(
-            rowwise_dot(user_all[users], item_all[pos]), rowwise_dot(user_all[users], item_all[neg])
-        )
+        e_u = user_all[users]
+        e_p, e_n = gather_rows(item_all, pos, neg)
+        loss = bpr_log2(rowwise_dot(e_u, e_p), rowwise_dot(e_u, e_n))
         reg = self.preference_reg(users) + (self.weight_u**2).mean()
         return loss + self.reg_weight * reg
 

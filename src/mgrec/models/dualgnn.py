@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mgrec.models.base import ModelData
-from mgrec.models.losses import bpr_log2, rowwise_dot
+from mgrec.models.losses import bpr_log2, gather_rows, rowwise_dot
 from mgrec.models.modality_gcn import LATENT, UserGraphRecommender, softmaxed_weights
 
 
@@ -56,9 +56,9 @@ class DualGNN(UserGraphRecommender):
         self.remember(user_all, item_all)  # what the reference scores validation/test with
         # Item ids index the item table: the reference's `p += U` into [user ; item], but
         # without editing the batch (the MG trainer reuses it).
-        loss = bpr_log2(
-            rowwise_dot(user_all[users], item_all[pos]), rowwise_dot(user_all[users], item_all[neg])
-        )
+        e_u = user_all[users]
+        e_p, e_n = gather_rows(item_all, pos, neg)
+        loss = bpr_log2(rowwise_dot(e_u, e_p), rowwise_dot(e_u, e_n))
         reg = self.preference_reg(users) + (self.weight_u**2).mean() + (self.weight_i**2).mean()
         return loss + self.reg_weight * reg
 

@@ -13,6 +13,8 @@ L = -mean(log sigmoid(s_p - s_n)) + reg_weight * (mean(E_id[u]^2 + E_id[i]^2) + 
 The reference's routing loop attends over S (users -> items) and adds to each user what it
 receives, which is nothing; only its re-normalisation remains [R]. ``dropout_adj`` with p=0 is
 the identity. The loss has shape [1]. Validation/test score from the last training forward [R].
+Sums and dot products over S2's edges are sparse products over ``graphs.EdgeList`` (per-edge
+tensors in its entry order), not gathers of [2E, C] messages.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from torch import nn
 from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.losses import interleaved_square_mean, node_bpr_log, rowwise_dot
+from mgrec.models.losses import interleaved_square_mean, node_bpr_log
 from mgrec.models.ops import linear, rand_xavier_normal
 
 
-def attention(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """alpha [E]: ``<x_i, x_j>`` per edge (j -> i), softmax-normalised over the edges into i."""
-    source, target = edges
-    scores = rowwise_dot(x[target], x[source])
-    return graphs.segment_softmax(scores, target, x.shape[0])
+def attention(x: torch.Tensor, edges: graphs.EdgeList) -> torch.Tensor:
+    """alpha [E]: ``<x_i, x_j>`` per edge (j -> i), softmax-normalised over the edges into i.
+
+    The per-edge dot products are a sampled product (SDDMM) over the edge list, in its entry
+    order, not a gather of [E, C] rows."""
+    scores = graphs.edge_dots(edges, x, x)
+    return graphs.segment_softmax(scores, edges.target, x.shape[0])
 
 
 class ContentGCN(nn.Module):
@@ -48,6 +52,8 @@ class ContentGCN(nn.Module):
         n_routing: routing iterations (each only re-normalises the user preferences).
     """
 
+    features: torch.Tensor  # a buffer
+
     def __init__(self, features: torch.Tensor, n_users: int, dim_c: int, n_routing: int) -> None:
         super().__init__()
         self.n_routing = n_routing
@@ -56,17 +62,20 @@ class ContentGCN(nn.Module):
         self.MLP = nn.Linear(features.shape[1], dim_c)
         nn.init.xavier_normal_(self.MLP.weight)
 
-    def forward(self, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """C_m [N, C] and the attention alpha [2E] over the bidirectional edges S2 [2, 2E]."""
+    def forward(self, edges: graphs.EdgeList) -> tuple[torch.Tensor, torch.Tensor]:
+        """C_m [N, C] and the attention alpha [2E] over the bidirectional edges S2 (in the edge
+        list's entry order)."""
         items = F.normalize(F.leaky_relu(linear(self.MLP, self.features)))
         preference = F.normalize(self.preference)
-        for _ in range(self.n_routing):
-            # Routing over S delivers nothing to users (S's targets are items): P' + 0,
-            # re-normalised, as the reference computes it [R].
+        if self.n_routing:
+            # Routing over S delivers nothing to users (S's targets are items): the reference
+            # re-normalises P' + 0 n_routing times [R]. After one re-normalisation every row is
+            # a unit row (or zero), which further ones keep (in value and gradient, up to
+            # rounding), so one is done.
             preference = F.normalize(preference)
         x = torch.cat([preference, items], dim=0)
         alpha = attention(x, edges)
-        return x + graphs.weighted_sum(x, edges, alpha, x.shape[0]), alpha
+        return x + graphs.weighted_sum(edges, x, alpha), alpha
 
 
 class IdGCN(nn.Module):
@@ -76,11 +85,11 @@ class IdGCN(nn.Module):
         super().__init__()
         self.id_embedding = nn.Parameter(rand_xavier_normal(n_nodes, d))
 
-    def forward(self, edges: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """id rep [N, d] from S2 [2, 2E] and edge weights [2E]."""
+    def forward(self, edges: graphs.EdgeList, weights: torch.Tensor) -> torch.Tensor:
+        """id rep [N, d] from S2 and its edge weights [2E] (entry order)."""
         x = F.normalize(self.id_embedding)
-        h1 = graphs.weighted_sum(x, edges, weights, x.shape[0])
-        h2 = graphs.weighted_sum(h1, edges, weights, x.shape[0])
+        h1 = graphs.weighted_sum(edges, x, weights)
+        h2 = graphs.weighted_sum(edges, h1, weights)
         return x + h1 + h2
 
 
@@ -98,7 +107,7 @@ class GRCN(Recommender):
 
     def __init__(self, config: Mapping[str, Any], data: ModelData) -> None:
         super().__init__(config, data)
-        if data.v_feat is None:
+        if not data.has_image:
             # The reference's text-only path leaves its content representation None (a typo)
             # and crashes; the image branch is what its design rests on.
             raise UserError(
@@ -108,13 +117,16 @@ class GRCN(Recommender):
         d, dim_c = config["embedding_size"], config["latent_embedding"]
         n_routing = config["n_layers"]
         self.reg_weight = float(config["reg_weight"])
-        _, self.edges = data.edges()  # S2; the forward list S only feeds the no-op routing
         n_nodes = self.n_users + self.n_items
+        # S2 as a sparse edge list; the forward list S only feeds the no-op routing. Sums and
+        # dot products over its edges are sparse products (per-edge tensors in its entry order).
+        _, both_ways = data.edges()
+        self.edges = graphs.EdgeList.from_edges(both_ways, n_nodes)
         self.id_gcn = IdGCN(n_nodes, d)
-        self.branches = [ContentGCN(data.v_feat, self.n_users, dim_c, n_routing)]
+        self.branches = [ContentGCN(data.image_features("GRCN"), self.n_users, dim_c, n_routing)]
         self.v_gcn = self.branches[0]
-        if data.t_feat is not None:
-            self.t_gcn = ContentGCN(data.t_feat, self.n_users, dim_c, n_routing)
+        if data.has_text:
+            self.t_gcn = ContentGCN(data.text_features("GRCN"), self.n_users, dim_c, n_routing)
             self.branches.append(self.t_gcn)
         self.model_specific_conf = nn.Parameter(rand_xavier_normal(n_nodes, len(self.branches)))
         # The reference's initial cache: drawn only to keep torch's RNG in step with it.
@@ -124,7 +136,7 @@ class GRCN(Recommender):
         """rep [N, d + C * #modalities] = [id || C_v || C_t]."""
         contents, alphas = zip(*(branch(self.edges) for branch in self.branches), strict=True)
         attention_per_modality = torch.stack(alphas, dim=1)  # [2E, M]
-        confidence = self.model_specific_conf[self.edges[0]]  # by source node [R]
+        confidence = self.model_specific_conf[self.edges.source]  # by source node [R]
         weights = torch.relu((attention_per_modality * confidence).max(dim=1).values)
         return torch.cat([self.id_gcn(self.edges, weights), *contents], dim=1)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from mgrec.models.ops import plain_backward
 
 
 def bpr_log_gamma(pos: torch.Tensor, neg: torch.Tensor, gamma: float = 1e-10) -> torch.Tensor:
@@ -15,12 +18,26 @@ def bpr_log(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return -torch.log(torch.sigmoid(pos - neg)).mean()
 
 
+def gather_rows(table: torch.Tensor, *ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``table[ids_1], table[ids_2], ...`` with one gather, so the backward scatters into one
+    zero table instead of one per index (the same sums). table [N, d]; ids int64 [B_k]."""
+    rows = table.index_select(0, torch.cat(ids))
+    return rows.split([len(i) for i in ids])
+
+
 def node_bpr_log(
     rep: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
 ) -> torch.Tensor:
     """``bpr_log`` on rows of one node table: rep [N, d]; users, pos, neg are node ids [B]."""
-    e_u = rep[users]
-    return bpr_log(rowwise_dot(e_u, rep[pos]), rowwise_dot(e_u, rep[neg]))
+    e_u, e_p, e_n = gather_rows(rep, users, pos, neg)
+    return bpr_log(rowwise_dot(e_u, e_p), rowwise_dot(e_u, e_n))
+
+
+def bpr_logsigmoid(pos: torch.Tensor, neg: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """``-logsigmoid(pos - neg)``, averaged (FREEDOM) or summed over the batch (LayerGCN [R]).
+    Shape []."""
+    losses = -F.logsigmoid(pos - neg)
+    return losses.sum() if reduction == "sum" else losses.mean()
 
 
 def bpr_log2(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -39,7 +56,8 @@ def interleaved_square_mean(
     (each user twice, items interleaved p, n) of ``table[user]^2 + table[item]^2``. Shape []."""
     user_rows = users.repeat_interleave(2)
     item_rows = torch.stack([pos, neg], dim=1).reshape(-1)
-    return (table[user_rows] ** 2 + table[item_rows] ** 2).mean()
+    e_user, e_item = gather_rows(table, user_rows, item_rows)
+    return (e_user**2 + e_item**2).mean()
 
 
 def emb_norm_loss(*embeddings: torch.Tensor) -> torch.Tensor:
@@ -61,3 +79,101 @@ def half_squared_l2(*embeddings: torch.Tensor) -> torch.Tensor:
 def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``<a_r, b_r>`` per row: [B, D], [B, D] -> [B]."""
     return (a * b).sum(dim=1)
+
+
+def _plain_info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float,
+    targets: torch.Tensor,
+    log_counts: torch.Tensor | None,
+    weights: torch.Tensor | None,
+) -> torch.Tensor:
+    logits = a @ b.T / temperature
+    if log_counts is None:
+        losses = F.cross_entropy(logits, targets, reduction="none")
+    else:  # column c counted counts[c] times in the softmax; the target's logit counted once
+        target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+        losses = torch.logsumexp(logits + log_counts, dim=1) - target
+    return losses.mean() if weights is None else (losses * weights).sum() / weights.sum()
+
+
+class _InfoNCE(torch.autograd.Function):
+    """``_plain_info_nce`` with a single [R, C] buffer and the gradient in closed form.
+
+    torch's cross-entropy of a [B, B] product allocates six [B, B] tensors (logits, scaled
+    logits, log-softmax, the one-hot gradient and two backward results); at B = 2048 each is
+    16 MB, and fresh large allocations are a large part of the cost on a CPU. Here the logits
+    become the softmax P in place and are kept for the backward. With s_r = g w_r / (W t)
+    (W = sum of the row weights), dL/dlogit_rc = s_r t (P_rc - [c = target_r]), so
+    dA = s (P b - b[targets]) and dB = P^T (s a) - sum over rows r -> target_r of s_r a_r.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        temperature: float,
+        targets: torch.Tensor,
+        log_counts: torch.Tensor | None,
+        weights: torch.Tensor | None,
+    ) -> torch.Tensor:
+        probs = a @ b.T
+        probs.div_(temperature)
+        target = probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+        if log_counts is not None:
+            probs.add_(log_counts)
+        top = probs.amax(dim=1)
+        probs.sub_(top.unsqueeze(1)).exp_()
+        total = probs.sum(dim=1)
+        probs.div_(total.unsqueeze(1))
+        # -log_softmax at the targets, in log_softmax's order of operations
+        losses = (top - target) + total.log()
+        ctx.temperature = temperature
+        ctx.save_for_backward(a, b, probs, targets, log_counts, weights)
+        return losses.mean() if weights is None else (losses * weights).sum() / weights.sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b, probs, targets, log_counts, weights = ctx.saved_tensors
+        t = ctx.temperature
+        if torch.is_grad_enabled():  # differentiated twice: autograd on the plain formula
+            inputs = (a, b, t, targets, log_counts, weights)
+            return plain_backward(_plain_info_nce, inputs, grad, ctx.needs_input_grad)
+        if weights is None:
+            scale = (grad / (t * a.shape[0])).expand(a.shape[0])
+        else:
+            scale = weights * (grad / (t * weights.sum()))
+        scale = scale.unsqueeze(1)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.addmm(b[targets], probs, b, beta=-1).mul_(scale)
+        if ctx.needs_input_grad[1]:
+            scaled_a = a * scale
+            at_targets = torch.zeros_like(b).index_add_(0, targets, scaled_a)
+            grad_b = torch.addmm(at_targets, probs.T, scaled_a, beta=-1)
+        return grad_a, grad_b, None, None, None, None
+
+
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float = 1.0,
+    targets: torch.Tensor | None = None,
+    counts: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In-batch softmax cross-entropy (SLMRec's losses): the mean over rows r of
+    ``CE(a_r b^T / temperature, targets_r)`` (targets default to the diagonal). Shape [].
+
+    ``counts`` [C]: column c stands for ``counts[c]`` identical columns (its softmax term is
+    counted that many times); ``weights`` [R]: row r stands for ``weights[r]`` identical rows
+    (the mean is weighted). With both, a [B, B] loss over a batch with repeated items equals
+    the same loss over its distinct items, computed on an [n, n] product.
+    """
+    if targets is None:
+        targets = torch.arange(len(a), device=a.device)
+    log_counts = None if counts is None else counts.to(a.dtype).log()
+    weights = None if weights is None else weights.to(a.dtype)
+    return _InfoNCE.apply(a, b, float(temperature), targets, log_counts, weights)

@@ -55,8 +55,8 @@ class MeanConv(nn.Module):
         return mean_agg @ (x @ self.weight)
 
 
-class ModalityGCN(nn.Module):
-    """One modality's three-layer graph network (the reference's ``GCN``).
+class GatedModalityGCN(nn.Module):
+    """One modality's three-layer gated graph network (the reference's ``GCN``).
 
     Args:
         features: [I, Dm] item features of this modality.
@@ -64,6 +64,9 @@ class ModalityGCN(nn.Module):
         d: output width (embedding_size).
         latent: width of the MLP projection, or None to work on the raw features (text) [R].
     """
+
+    preference: torch.Tensor  # buffers
+    features: torch.Tensor
 
     def __init__(self, features: torch.Tensor, n_users: int, d: int, latent: int | None) -> None:
         super().__init__()
@@ -90,12 +93,27 @@ class ModalityGCN(nn.Module):
     def forward(self, id_embedding: torch.Tensor, mean_agg: graphs.SparseOp) -> torch.Tensor:
         """The branch output X_3 [N, d] from E_id [N, d] and the mean-aggregation operator."""
         items = linear(self.MLP, self.features) if hasattr(self, "MLP") else self.features
-        x = F.normalize(torch.cat([self.preference, items], dim=0))
-        for conv, lin, gate in self.layers:
+        # X_0 = norm([P ; F']) row by row: the user rows (the frozen preference) never need a
+        # gradient, so layer 1 keeps them apart from the item rows.
+        users, items = F.normalize(self.preference), F.normalize(items)
+        (conv, lin, gate), *rest = self.layers
+        if items.requires_grad:  # image: only the item rows lead back to parameters (the MLP)
+            h = mean_agg @ torch.cat([users @ conv.weight, items @ conv.weight])
+            lin_x = torch.cat([lin(users), lin(items)])
+        else:  # text: X_0 is frozen, so MeanAgg(X_0 W) is computed as MeanAgg(X_0) W
+            x = torch.cat([users, items])
+            h = (mean_agg @ x) @ conv.weight
+            lin_x = lin(x)
+        x = self._gate(gate, F.leaky_relu(h), F.leaky_relu(lin_x) + id_embedding)
+        for conv, lin, gate in rest:
             h = F.leaky_relu(conv(x, mean_agg))
-            x_hat = F.leaky_relu(lin(x)) + id_embedding
-            x = F.leaky_relu(gate(torch.cat([h, x_hat], dim=1)))
+            x = self._gate(gate, h, F.leaky_relu(lin(x)) + id_embedding)
         return x
+
+    @staticmethod
+    def _gate(gate: nn.Linear, h: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """X_l = lrelu(G_l([H || X^]))."""
+        return F.leaky_relu(gate(torch.cat([h, x_hat], dim=1)))
 
 
 class MMGCN(Recommender):
@@ -103,6 +121,7 @@ class MMGCN(Recommender):
 
     modalities = "any"
     config_schema = {"embedding_size": "int+", "reg_weight": "number+"}
+    id_embedding: torch.Tensor  # a buffer (frozen) [R]
     optional_state = {
         "id_embedding": _FROZEN_WARNING,
         "v_gcn.preference": _FROZEN_WARNING,
@@ -116,12 +135,13 @@ class MMGCN(Recommender):
         self.reg_weight = float(config["reg_weight"])
         _, both_ways = data.edges()
         self.mean_agg = graphs.mean_aggregation(both_ways, self.n_users + self.n_items)
-        self.branches: list[ModalityGCN] = []
-        if data.v_feat is not None:
-            self.v_gcn = ModalityGCN(data.v_feat, self.n_users, d, latent=IMAGE_LATENT)
+        self.branches: list[GatedModalityGCN] = []
+        if data.has_image:
+            image = data.image_features("MMGCN")
+            self.v_gcn = GatedModalityGCN(image, self.n_users, d, latent=IMAGE_LATENT)
             self.branches.append(self.v_gcn)
-        if data.t_feat is not None:
-            self.t_gcn = ModalityGCN(data.t_feat, self.n_users, d, latent=None)
+        if data.has_text:
+            self.t_gcn = GatedModalityGCN(data.text_features("MMGCN"), self.n_users, d, latent=None)
             self.branches.append(self.t_gcn)
         self.register_buffer("id_embedding", rand_xavier_normal(self.n_users + self.n_items, d))
         # The reference's initial cache: drawn only to keep torch's RNG in step with it.

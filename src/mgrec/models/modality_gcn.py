@@ -33,8 +33,9 @@ LATENT = 64  # the branches' width, hard-coded in the reference (independent of 
 NEIGHBOURS = 40  # user-graph neighbours per user, hard-coded in the reference
 
 
-class ModalityGCN(nn.Module):
-    """One modality's branch (the reference's ``v_gcn`` / ``t_gcn``).
+class ModalityProjection(nn.Module):
+    """One modality's input to the graph: user preferences stacked on projected item features
+    (the reference's ``v_gcn`` / ``t_gcn``; the propagation itself is shared, see ``propagate``).
 
     Parameters: ``preference`` [U, 64] (xavier-normal), ``MLP`` [feat_dim -> 256] and
     ``MLP_1`` [256 -> 64] (PyTorch's default init).
@@ -80,11 +81,14 @@ class UserGraphRecommender(Recommender):
 
     modalities = "both"
     needs_user_graph = True
+    training_randomness = "random padding of neighbour lists shorter than 40, redrawn every epoch"
     # The reference registers the branch preferences a second time under these names.
     state_aliases: ClassVar[dict[str, str]] = {
         "v_preference": "v_gcn.preference",
         "t_preference": "t_gcn.preference",
     }
+    v_feat: torch.Tensor  # buffers
+    t_feat: torch.Tensor
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> None:
@@ -98,21 +102,16 @@ class UserGraphRecommender(Recommender):
 
     def __init__(self, config: Mapping[str, Any], data: ModelData) -> None:
         super().__init__(config, data)
-        if data.v_feat is None or data.t_feat is None:
-            raise UserError(f"{type(self).__name__} needs both image and text features")
-        if data.user_graph is None or data.user_graph.n_users != self.n_users:
-            raise UserError(
-                f"{type(self).__name__} needs a user graph with one entry per user "
-                f"({self.n_users} users)"
-            )
+        name = type(self).__name__
         self.reg_weight = float(config["reg_weight"])
-        self.register_buffer("v_feat", data.v_feat, persistent=False)
-        self.register_buffer("t_feat", data.t_feat, persistent=False)
+        self.register_buffer("v_feat", data.image_features(name), persistent=False)
+        self.register_buffer("t_feat", data.text_features(name), persistent=False)
         _, both_ways = data.edges()
         self.propagation = graphs.symmetric_aggregation(both_ways, self.n_users + self.n_items)
-        self.user_graph = data.user_graph
+        self.user_graph = data.neighbour_graph(name)
         # One epoch's neighbour table: ids / weights [U, 40] and the operator A [U, U] built
-        # from them (duplicated padded entries add up, as the reference's weighted sum).
+        # from them (duplicated padded entries are separate terms, as in the reference's
+        # weighted sum).
         self.neighbour_ids: torch.Tensor | None = None
         self.neighbour_weights: torch.Tensor | None = None
         self.neighbours: graphs.SparseOp | None = None
@@ -120,21 +119,32 @@ class UserGraphRecommender(Recommender):
     def add_branches(self) -> None:
         """Create ``v_gcn``/``t_gcn`` and register their preferences as ``v_preference`` /
         ``t_preference`` (the same Parameters, so strict loading of trained checkpoints works)."""
-        self.v_gcn = ModalityGCN(self.n_users, self.v_feat.shape[1])
-        self.t_gcn = ModalityGCN(self.n_users, self.t_feat.shape[1])
+        self.v_gcn = ModalityProjection(self.n_users, self.v_feat.shape[1])
+        self.t_gcn = ModalityProjection(self.n_users, self.t_feat.shape[1])
         self.v_preference = self.v_gcn.preference
         self.t_preference = self.t_gcn.preference
 
     def pre_epoch_processing(self) -> None:
-        """Draw this epoch's neighbour table (random padding via NumPy's global RNG)."""
-        ids, weights = sample_neighbours(self.user_graph, NEIGHBOURS)
+        """Draw this epoch's neighbour table (random padding via NumPy's global RNG; padding by
+        repetition, without drawing, inside ``deterministic()``)."""
+        ids, weights = sample_neighbours(
+            self.user_graph, NEIGHBOURS, draw=not self.is_deterministic
+        )
         self.neighbour_ids = torch.as_tensor(ids, device=self.device)
         self.neighbour_weights = torch.as_tensor(weights, device=self.device)
-        rows = torch.arange(self.n_users, device=self.device).repeat_interleave(NEIGHBOURS)
-        indices = torch.stack([rows, self.neighbour_ids.flatten()])
-        self.neighbours = graphs.SparseOp(
-            graphs.sparse(indices, self.neighbour_weights.flatten(), self.n_users)
+        self.neighbours = graphs.neighbour_sum(
+            self.neighbour_ids, self.neighbour_weights, self.n_users
         )
+
+    def _epoch_state(self) -> dict[str, Any]:
+        return {
+            "neighbour_ids": self.neighbour_ids,
+            "neighbour_weights": self.neighbour_weights,
+            "neighbours": self.neighbours,
+        }
+
+    def _fix_epoch(self) -> None:
+        self.pre_epoch_processing()  # is_deterministic is set: padding without drawing
 
     def modality_representations(self) -> torch.Tensor:
         """[R_v ‖ R_t] [N, 128]: both branches propagated over P (in one sparse product)."""
@@ -145,6 +155,7 @@ class UserGraphRecommender(Recommender):
         """x_u + sum_k A[u, k] x_{nbr[u, k]}: x [U, d] -> [U, d]."""
         if self.neighbours is None:  # scored before any epoch: draw a table as an epoch would
             self.pre_epoch_processing()
+        assert self.neighbours is not None
         return x + self.neighbours @ x
 
     def preference_reg(self, users: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@
           l_t = CE(g_iva_ivat(g_iv_iva(a)) g_t_ivat(ti[p])^T / ssl_temp, diag)
     L = main + ssl_alpha * (l_v + l_t);  score = sigmoid(<user, item>)
 
-Validation and test score from the representation of the last training forward [R: stale].
+The batch's positives repeat items: each CE is computed over its distinct items (columns, and
+for FAC rows too) with their counts, the same loss on a smaller product (on a CPU; see
+``group_entries``). Validation and test score from the last training forward [R: stale].
 ``g_a_iva`` (audio) is never used but is in the state_dict [D]; ``reg`` is never read [D].
 """
 
@@ -26,15 +28,11 @@ from torch import nn
 from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.ops import linear
+from mgrec.models.losses import info_nce
+from mgrec.models.ops import group_entries, linear
 
 SSL_TASKS = ("FAC",)  # the reference's FD / FM / FD+FM read a missing config key and crash
 FUSION_MODES = ("concat", "mean")
-
-
-def _info_nce(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of [B, B] logits whose targets are the diagonal. Shape []."""
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
 
 def _linear_with_default_bias(fan_in: int, fan_out: int) -> nn.Linear:
@@ -48,8 +46,15 @@ class SLMRec(Recommender):
     """LightGCN over id, image and text item embeddings with a fine-and-coarse SSL task."""
 
     modalities = "both"
-    uses_negatives = True  # the reference samples negatives; the loss never reads them
     stale_scores = True
+    v_feat: torch.Tensor  # buffers
+    t_feat: torch.Tensor
+    g_i_iv: nn.Linear  # the FAC heads, created by name in __init__
+    g_v_iv: nn.Linear
+    g_iv_iva: nn.Linear
+    g_a_iva: nn.Linear
+    g_iva_ivat: nn.Linear
+    g_t_ivat: nn.Linear
     config_schema = {
         "recdim": "int+", "layer_num": "int0", "temp": "number+", "ssl_temp": "number+",
         "ssl_alpha": "number+",
@@ -82,7 +87,7 @@ class SLMRec(Recommender):
         self.ssl_temp = float(config["ssl_temp"])
         self.ssl_alpha = float(config["ssl_alpha"])
         self.fusion = config["mm_fusion_mode"]
-        self.norm_adj = data.norm_adj()  # = the 'pre' variant at float32 (MODELS.md §1.8)
+        self.norm_adj = data.norm_adj()  # = the 'pre' variant at float32 (docs/MODELS.md: graphs)
         # Modules are created in the reference's order, so its RNG draws and state_dict order
         # are reproduced: each default init is followed by a xavier-uniform weight.
         self.embedding_user = nn.Embedding(self.n_users, d)
@@ -90,8 +95,9 @@ class SLMRec(Recommender):
         nn.init.xavier_uniform_(self.embedding_user.weight)
         nn.init.xavier_uniform_(self.embedding_item.weight)
         # Features are L2-normalised once [R]; buffers follow .to(device) but are not saved.
-        self.register_buffer("v_feat", F.normalize(data.v_feat, dim=1), persistent=False)
-        self.register_buffer("t_feat", F.normalize(data.t_feat, dim=1), persistent=False)
+        image, text = data.image_features("SLMRec"), data.text_features("SLMRec")
+        self.register_buffer("v_feat", F.normalize(image, dim=1), persistent=False)
+        self.register_buffer("t_feat", F.normalize(text, dim=1), persistent=False)
         self.v_dense = _linear_with_default_bias(self.v_feat.shape[1], d)
         self.t_dense = _linear_with_default_bias(self.t_feat.shape[1], d)
         fused = 3 * d if self.fusion == "concat" else d  # the reference sizes both as 3d
@@ -141,22 +147,36 @@ class SLMRec(Recommender):
         item = self.embedding_item_after_GCN(self.fuse(item_blocks))
         return user, item, item_blocks
 
-    def fac_loss(self, item_blocks: torch.Tensor) -> torch.Tensor:
-        """Fine-and-coarse alignment of the batch items' [B, 3d] LGN blocks: id <-> image,
-        then (id, image) <-> text. No normalisation, unlike the main loss. Shape []."""
+    def fac_loss(self, item_blocks: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Fine-and-coarse alignment of the batch items' LGN blocks: id <-> image, then
+        (id, image) <-> text. No normalisation, unlike the main loss. Shape [].
+
+        ``item_blocks`` [n, 3d] are the batch's distinct items, ``counts`` [n] how often each
+        occurs: rows and columns of the reference's [B, B] logits repeat with the items, so
+        the loss is the same on the [n, n] logits of distinct items, counted ``counts`` times.
+        """
         ii, vi, ti = item_blocks.chunk(3, dim=1)
         a = self.g_i_iv(ii)
-        loss_v = _info_nce(a @ self.g_v_iv(vi).T / self.ssl_temp)
+        loss_v = info_nce(a, self.g_v_iv(vi), self.ssl_temp, counts=counts, weights=counts)
         c = self.g_iva_ivat(self.g_iv_iva(a))
-        loss_t = _info_nce(c @ self.g_t_ivat(ti).T / self.ssl_temp)
+        loss_t = info_nce(c, self.g_t_ivat(ti), self.ssl_temp, counts=counts, weights=counts)
         return loss_v + loss_t
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, pos = batch[0], batch[1]  # row 2 (sampled negatives) is ignored [R]
         user, item, item_blocks = self.forward()
         self.remember(user, item)  # scored at validation/test unless fresh_eval [R]
-        logits = F.normalize(user[users], dim=1) @ F.normalize(item[pos], dim=1).T / self.temp
-        return _info_nce(logits) + self.ssl_alpha * self.fac_loss(item_blocks[pos])
+        # The positives' columns of the in-batch logits repeat with the items: each distinct
+        # item is one column, its softmax term counted as often as it occurs.
+        items, column, counts = group_entries(pos)
+        main = info_nce(
+            F.normalize(user[users], dim=1),
+            F.normalize(item[items], dim=1),
+            self.temp,
+            targets=column,
+            counts=counts,
+        )
+        return main + self.ssl_alpha * self.fac_loss(item_blocks[items], counts)
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         user, item, _ = self.forward()
