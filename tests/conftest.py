@@ -10,11 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from mgrec import checkpoint, experiment
 from mgrec.config import grid, load_config
-from mgrec.data import user_graph
-from mgrec.data.cache import Cache
-from mgrec.data.dataset import load_dataset
-from mgrec.models import ModelData, get
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_DATA = GOLDEN / "data"
@@ -28,25 +25,46 @@ def summary() -> dict:
 def golden_combo(model: str, summary: dict, **extra) -> dict:
     """The config the golden fixtures were made with: YAML defaults plus summary overrides."""
     overrides = dict(summary["models"][model]["config"])
-    overrides.update(data_path=str(GOLDEN_DATA), **extra)
+    overrides.update(data_path=str(GOLDEN_DATA), use_gpu=False, **extra)
     return grid(load_config(model, "golden11", mg=True, overrides=overrides))[0]
 
 
+def golden_experiment(model: str, summary: dict, tmp_path: Path, **extra) -> experiment.Experiment:
+    """The composition root's experiment for the golden fixtures' configuration (user graph
+    from the fixture folder; derived graphs cached under ``tmp_path``)."""
+    return experiment.build(
+        golden_combo(model, summary, cache_dir=str(tmp_path / "cache"), **extra)
+    )
+
+
 def build_golden_model(model: str, summary: dict, tmp_path: Path, **extra):
-    """A model configured as the golden fixtures were made (user graph from the fixture folder;
-    DualGNN/DRAGON's neighbour table drawn, which is deterministic on this dataset)."""
-    combo = golden_combo(model, summary, **extra)
-    cls = get(model)
-    data = load_dataset(combo, cls.modalities)
-    graph = None
-    if cls.needs_user_graph:
-        graph = user_graph.load_reference(data.path / "user_graph_dict.npy", data.n_users)
-    model_data = ModelData.from_dataset(data, torch.device("cpu"), Cache(tmp_path / "cache"), graph)
-    torch.manual_seed(999)
-    net = cls(combo, model_data)
-    if cls.needs_user_graph:
+    """A model configured as the golden fixtures were made (DualGNN/DRAGON's neighbour table
+    drawn, which is deterministic on this dataset). Returns (model, data, combo)."""
+    built = golden_experiment(model, summary, tmp_path, **extra)
+    net = built.build_model()
+    if net.needs_user_graph:
         net.pre_epoch_processing()
-    return net, data, combo
+    return net, built.data, built.config
+
+
+def reference_state(name: str, frozen: bool = True) -> dict[str, torch.Tensor]:
+    """The reference's trained state_dict (MMGCN's with its frozen tensors merged in)."""
+    state = checkpoint.read(GOLDEN / "reference" / f"{name}.pth")["state_dict"]
+    if name == "MMGCN" and frozen:
+        state.update(checkpoint.read(GOLDEN / "reference" / "MMGCN-frozen.pth")["state_dict"])
+    return state
+
+
+def trained(name: str, summary: dict, tmp_path: Path, **extra):
+    """The golden model with the reference's trained parameters loaded."""
+    model, _, _ = build_golden_model(name, summary, tmp_path, **extra)
+    checkpoint.load_strict(model, reference_state(name), name)
+    return model
+
+
+def golden_batch(name: str) -> dict:
+    """The reference's batch fixture: ``batch``, ``loss`` and ``grads``."""
+    return torch.load(GOLDEN / "reference" / f"{name}-batch.pth", weights_only=True)
 
 
 def write_inter(

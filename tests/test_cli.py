@@ -55,7 +55,7 @@ def test_grid_run_files_and_skip_on_rerun(tiny, tmp_path, capsys):
     assert "Winner by validation" in text and "Winner by test" in text and "MMRec issue #64" in text
     winner = max(results, key=lambda r: round4(r["valid"]["recall@5"]))
     written = json.loads(output.read_text())
-    assert written == {"valid": winner["valid"], "test": winner["test"]}
+    assert written == {"valid": winner["valid"], "test": winner["test"], "test_mask": "train"}
     assert "recall@5" in written["test"] and "ndcg@50" in written["valid"]
     # A re-run of the same command trains nothing.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ckpt").rglob("*.pth")}
@@ -84,11 +84,17 @@ def test_resume_our_checkpoint(tiny, tmp_path, capsys):
     result = json.loads((only_run_dir(tmp_path) / "results.jsonl").read_text().splitlines()[0])
     capsys.readouterr()
     output = tmp_path / "resumed.json"
-    assert main(["--resume", result["checkpoint"], f"--output={output}", "--use_gpu=False"]) == 0
+    # paths never come from a checkpoint: the data folder is named on the command line
+    resume = ["--resume", result["checkpoint"], f"--output={output}", f"--data_path={tiny}"]
+    assert main([*resume, *outputs(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split("\t") == ["recall@5", "precision@5", "map@5", "ndcg@5"]
     assert lines[1].split("\t")[0] == f"{result['test']['recall@5']:.4f}"
-    assert json.loads(output.read_text()) == {"valid": result["valid"], "test": result["test"]}
+    assert json.loads(output.read_text()) == {
+        "valid": result["valid"],
+        "test": result["test"],
+        "test_mask": "train",
+    }
 
 
 def golden_resume_args(model: str, checkpoint_file: Path) -> list[str]:
@@ -130,20 +136,26 @@ def test_resume_rejects_a_mismatched_state_dict(tmp_path, capsys):
     assert "item_id_embedding.weight (90, 32) vs model (90, 64)" in err and err.count("\n") == 1
 
 
-def test_resume_ignores_result_embed_and_drops_aliases(tmp_path):
+def test_resume_ignores_result_embed_and_drops_aliases(summary, tmp_path):
     state = torch.load(GOLDEN / "reference" / "VBPR.pth", weights_only=True)
     state["result_embed"] = torch.zeros(3, dtype=torch.float64)
     state["v_preference"], state["t_preference"] = torch.zeros(1), torch.zeros(1)
     path = tmp_path / "vbpr.pth"
     torch.save(state, path)
     args = golden_resume_args("VBPR", path)
-    assert main([*args, *outputs(tmp_path), "--reg_weight=0.01"]) == 0
+    output = tmp_path / "vbpr.json"
+    assert main([*args, *outputs(tmp_path), "--reg_weight=0.01", f"--output={output}"]) == 0
+    written = json.loads(output.read_text())
+    for split in ("valid", "test"):  # the extra keys changed nothing: the reference's metrics
+        assert {k: round4(v) for k, v in written[split].items()} == summary["models"]["VBPR"][split]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--learning_rat=0.1"], "did you mean 'learning_rate'"),
+        (["--learning_rat=0.1"], "did you mean '--learning_rate'"),
+        (["--not-mg"], "did you mean '--not_mg'"),
+        (["--seeds=3", "--seed=5x", "--model", "dragon"], "did you mean 'DRAGON'"),
         (["--output=result.txt"], "must end in .json"),
         (["--model", "NoSuch"], "unknown model 'NoSuch'"),
         (["--resume", "missing.pth"], "checkpoint file not found"),

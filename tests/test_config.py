@@ -85,8 +85,8 @@ def test_unknown_model_lists_choices():
 
 
 def test_command_line_values_are_yaml():
-    assert parse_overrides(["--learning_rate=0.001", "--reg_weight=[0.1,0.01]", "--epochs", "5", "--x=1e-4"]) == {
-        "learning_rate": 0.001, "reg_weight": [0.1, 0.01], "epochs": 5, "x": 1e-4,
+    assert parse_overrides(["--learning_rate=0.001", "--reg_weight=[0.1,0.01]", "--epochs", "5", "--weight_decay=1e-4"]) == {
+        "learning_rate": 0.001, "reg_weight": [0.1, 0.01], "epochs": 5, "weight_decay": 1e-4,
     }  # fmt: skip
     assert parse_value("0.001.0.005") == "0.001.0.005"  # the reference's MMGCN typo stays a string
     with pytest.raises(UserError, match="needs a value"):

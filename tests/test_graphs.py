@@ -8,6 +8,7 @@ import torch
 
 from mgrec import graphs
 from mgrec.data.cache import Cache
+from mgrec.experiment import frozen_item_graph
 from mgrec.models.base import ModelData
 
 
@@ -60,19 +61,22 @@ def test_pruning_keeps_count_and_renormalises():
         assert adj[u, 3 + i].item() == pytest.approx(1 / np.sqrt(du * di), rel=1e-5)
 
 
-def test_item_graph_is_cached_by_content(tmp_path):
+def test_item_graph_is_cached_by_its_inputs(tmp_path):
     cache = Cache(tmp_path)
 
     def model_data(v):
         return ModelData(4, 10, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
-                         v, None, torch.device("cpu"), cache)  # fmt: skip
+                         v, None, torch.device("cpu"))  # fmt: skip
 
     v = torch.randn(10, 6)
-    first = model_data(v).frozen_item_graph(3, 0.1)
+    first = frozen_item_graph(model_data(v), 3, 0.1, cache, {"v": "file-hash-1"})
     assert len(list(tmp_path.glob("item-knn-*.npz"))) == 1
-    again = model_data(v.clone()).frozen_item_graph(3, 0.1)
+    again = frozen_item_graph(model_data(v.clone()), 3, 0.1, cache, {"v": "file-hash-1"})
     assert torch.equal(first.to_dense(), again.to_dense())
     assert len(list(tmp_path.glob("item-knn-*.npz"))) == 1  # served from the cache
-    model_data(v + 1).frozen_item_graph(3, 0.1)  # other features: a new entry
-    model_data(v).frozen_item_graph(4, 0.1)  # another k: a new entry
+    frozen_item_graph(model_data(v + 1), 3, 0.1, cache, {"v": "file-hash-2"})  # other file
+    frozen_item_graph(model_data(v), 4, 0.1, cache, {"v": "file-hash-1"})  # another k
+    assert len(list(tmp_path.glob("item-knn-*.npz"))) == 3
+    uncached = frozen_item_graph(model_data(v), 3, 0.1, None, {})  # shifted features: not stored
+    assert torch.equal(uncached.to_dense(), first.to_dense())
     assert len(list(tmp_path.glob("item-knn-*.npz"))) == 3

@@ -56,7 +56,7 @@ def test_every_model_trains_and_evaluates_with_mg(name, tmp_path):
     args = [
         "--model", name, "--dataset", "golden11", f"--data_path={GOLDEN_DATA}", "--epochs=2",
         "--train_batch_size=512", f"--results_dir={tmp_path / 'r'}", f"--checkpoint_dir={tmp_path / 'c'}",
-        f"--cache_dir={tmp_path / 'cache'}", f"--output={output}",
+        f"--cache_dir={tmp_path / 'cache'}", f"--output={output}", "--fresh_eval=True",
     ]  # fmt: skip
     # one combination: the first value of every grid key
     config = load_config(name, "golden11", mg=True)
@@ -65,9 +65,22 @@ def test_every_model_trains_and_evaluates_with_mg(name, tmp_path):
             args.append(f"--{key}={json.dumps(config[key][0])}")
     assert main(args) == 0
     written = json.loads(output.read_text())
-    assert set(written) == {"valid", "test"} and 0 <= written["test"]["recall@20"] <= 1
+    assert set(written) == {"valid", "test", "test_mask"} and written["test_mask"] == "train"
+    (row,) = [json.loads(line) for line in next((tmp_path / "r").rglob("results.jsonl")).open()]
+    assert written["valid"] == row["valid"] and written["test"] == row["test"]
+    assert len(written["test"]) == 16 and row["best_epoch"] in (0, 1)
+    # The checkpoint, evaluated from its parameters, reproduces the metrics of its best epoch
+    # (fresh_eval: training scored from the parameters too).
     (ckpt,) = (tmp_path / "c").rglob("*.pth")
-    assert main(["--resume", str(ckpt), f"--cache_dir={tmp_path / 'cache'}"]) == 0
+    resumed = tmp_path / "resumed.json"
+    args = [
+        "--resume",
+        str(ckpt),
+        f"--cache_dir={tmp_path / 'cache'}",
+        f"--data_path={GOLDEN_DATA}",
+    ]
+    assert main([*args, f"--output={resumed}"]) == 0
+    assert json.loads(resumed.read_text()) == written
 
 
 @pytest.mark.parametrize("name", ["DualGNN", "DRAGON"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import GOLDEN, build_golden_model, golden_combo
+from conftest import build_golden_model, golden_batch, golden_combo, trained
 from mgrec import checkpoint
 from mgrec.data.user_graph import UserGraph
 from mgrec.errors import UserError
@@ -15,18 +15,6 @@ from mgrec.models import get
 from mgrec.models.modality_gcn import propagate
 
 MODELS = ["DualGNN", "DRAGON"]
-
-
-def trained(name, summary, tmp_path):
-    """The golden model with the reference's trained parameters loaded."""
-    model, _, _ = build_golden_model(name, summary, tmp_path)
-    state = checkpoint.read(GOLDEN / "reference" / f"{name}.pth")["state_dict"]
-    checkpoint.load_strict(model, state, name)
-    return model
-
-
-def golden_batch(name):
-    return torch.load(GOLDEN / "reference" / f"{name}-batch.pth", weights_only=True)["batch"]
 
 
 def neighbour_sum(x, ids, weights):
@@ -37,7 +25,7 @@ def neighbour_sum(x, ids, weights):
 @pytest.mark.parametrize("name", MODELS)
 def test_batch_is_not_modified(name, summary, tmp_path):
     model = trained(name, summary, tmp_path)
-    batch = golden_batch(name)
+    batch = golden_batch(name)["batch"]
     before = batch.clone()
     first = model.calculate_loss(batch)
     assert torch.equal(batch, before)
@@ -79,7 +67,7 @@ def test_dragon_cat_construction_and_item_graph(summary, tmp_path):
 @pytest.mark.parametrize("name", MODELS)
 def test_loss_is_base_2_bpr_plus_mean_square_regulariser(name, summary, tmp_path):
     model = trained(name, summary, tmp_path)
-    users, pos, neg = golden_batch(name)
+    users, pos, neg = golden_batch(name)["batch"]
     with torch.no_grad():
         loss = model.calculate_loss(torch.stack([users, pos, neg]))
         user_e, item_e = model.inference_embeddings()
@@ -127,7 +115,7 @@ def test_dualgnn_scores_stale_cache_unless_fresh_eval(summary, tmp_path):
     model = trained("DualGNN", summary, tmp_path)
     assert model.stale_scores
     users = torch.arange(10)
-    model.calculate_loss(golden_batch("DualGNN"))
+    model.calculate_loss(golden_batch("DualGNN")["batch"])
     cached_user, cached_item = model.training_cache
     assert cached_user.shape == (model.n_users, 64) and cached_item.shape == (model.n_items, 64)
     with torch.no_grad():
@@ -148,7 +136,7 @@ def test_dragon_always_recomputes(summary, tmp_path):
     model = trained("DRAGON", summary, tmp_path)
     assert not model.stale_scores
     users = torch.arange(10)
-    model.calculate_loss(golden_batch("DRAGON"))
+    model.calculate_loss(golden_batch("DRAGON")["batch"])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -227,7 +215,7 @@ def test_aggr_mode_other_than_add_is_rejected(name, summary):
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_reach_exactly_the_used_parameters(name, summary, tmp_path):
     model = trained(name, summary, tmp_path)
-    model.calculate_loss(golden_batch(name)).backward()
+    model.calculate_loss(golden_batch(name)["batch"]).backward()
     got = {k for k, p in model.named_parameters() if p.grad is not None and p.grad.any()}
     used = {"weight_u", "v_preference", "t_preference"} | {
         f"{m}_gcn.{layer}.{p}"

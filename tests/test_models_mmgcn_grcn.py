@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, build_golden_model, golden_combo
+from conftest import (
+    GOLDEN,
+    build_golden_model,
+    golden_batch,
+    golden_combo,
+    reference_state,
+    trained,
+)
 from mgrec import checkpoint
-from mgrec.data.cache import Cache
 from mgrec.data.dataset import load_dataset
 from mgrec.errors import UserError
 from mgrec.models import ModelData, get
@@ -18,29 +24,15 @@ from mgrec.models import ModelData, get
 FROZEN = ("id_embedding", "v_gcn.preference", "t_gcn.preference")
 
 
-def reference_state(name: str, frozen: bool = True) -> dict[str, torch.Tensor]:
-    state = checkpoint.read(GOLDEN / "reference" / f"{name}.pth")["state_dict"]
-    if frozen:
-        state.update(checkpoint.read(GOLDEN / "reference" / "MMGCN-frozen.pth")["state_dict"])
-    return state
-
-
-def trained(name: str, summary: dict, tmp_path, **extra):
-    """The golden model with the reference's trained parameters."""
-    model, _, _ = build_golden_model(name, summary, tmp_path, **extra)
-    checkpoint.load_strict(model, reference_state(name, frozen=name == "MMGCN"), name)
-    return model
-
-
 def reference_batch(name: str) -> torch.Tensor:
-    return torch.load(GOLDEN / "reference" / f"{name}-batch.pth", weights_only=True)["batch"]
+    return golden_batch(name)["batch"]
 
 
 def model_data(name: str, summary: dict, tmp_path, **features) -> tuple[dict, ModelData]:
     """The golden ModelData, with ``v_feat``/``t_feat`` replaced as given (e.g. None)."""
     combo = golden_combo(name, summary)
     data = load_dataset(combo, get(name).modalities)
-    base = ModelData.from_dataset(data, torch.device("cpu"), Cache(tmp_path / "cache"))
+    base = ModelData.from_dataset(data, torch.device("cpu"))
     return combo, dataclasses.replace(base, **features)
 
 

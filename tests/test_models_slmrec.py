@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, build_golden_model, golden_combo
+from conftest import GOLDEN, build_golden_model, golden_batch, golden_combo, reference_state
 from mgrec import checkpoint
 from mgrec.errors import UserError
 from mgrec.models.slmrec import SLMRec
@@ -16,10 +16,8 @@ from mgrec.models.slmrec import SLMRec
 def trained(summary, tmp_path):
     """SLMRec with the reference's trained parameters, and its golden batch."""
     model, data, _ = build_golden_model("SLMRec", summary, tmp_path)
-    state = checkpoint.read(GOLDEN / "reference" / "SLMRec.pth")["state_dict"]
-    checkpoint.load_strict(model, state, "SLMRec")
-    batch = torch.load(GOLDEN / "reference" / "SLMRec-batch.pth", weights_only=True)["batch"]
-    return model, data, batch
+    checkpoint.load_strict(model, reference_state("SLMRec"), "SLMRec")
+    return model, data, golden_batch("SLMRec")["batch"]
 
 
 def test_negatives_are_ignored(trained):

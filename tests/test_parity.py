@@ -9,21 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, build_golden_model
+from conftest import GOLDEN, build_golden_model, golden_batch, reference_state
 from mgrec import checkpoint
 from mgrec.evaluator import Evaluator
 from mgrec.metrics import round4
 from mgrec.models import MODULES
 
 MODELS_UNDER_TEST = list(MODULES)
-
-
-def load_reference(model, name):
-    """The reference's trained state_dict (MMGCN's with its frozen tensors merged in)."""
-    state = checkpoint.read(GOLDEN / "reference" / f"{name}.pth")["state_dict"]
-    if name == "MMGCN":
-        state.update(checkpoint.read(GOLDEN / "reference" / "MMGCN-frozen.pth")["state_dict"])
-    return state
 
 
 @pytest.mark.parametrize("name", MODELS_UNDER_TEST)
@@ -41,7 +33,7 @@ def test_state_dict_keys_and_shapes(name, summary, tmp_path):
 @pytest.mark.parametrize("name", MODELS_UNDER_TEST)
 def test_scores(name, summary, tmp_path):
     model, _, _ = build_golden_model(name, summary, tmp_path)
-    checkpoint.load_strict(model, load_reference(model, name), name)
+    checkpoint.load_strict(model, reference_state(name), name)
     stored = np.load(GOLDEN / "reference" / f"{name}-scores.npz")
     model.eval()
     with torch.no_grad():
@@ -56,8 +48,8 @@ def test_batch_loss_and_gradients(name, summary, tmp_path):
     # graph starts as the full one) and BM3's target dropout at 0.
     extra = {"dropout": 0.0} if name == "BM3" else {}
     model, _, _ = build_golden_model(name, summary, tmp_path, **extra)
-    checkpoint.load_strict(model, load_reference(model, name), name)
-    stored = torch.load(GOLDEN / "reference" / f"{name}-batch.pth", weights_only=True)
+    checkpoint.load_strict(model, reference_state(name), name)
+    stored = golden_batch(name)
     model.train()
     batch = stored["batch"].clone()
     loss = model.calculate_loss(batch)

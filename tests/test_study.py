@@ -89,11 +89,59 @@ def test_study_mistakes(args, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_flatness_report(tiny, tmp_path):
-    assert main(study_args(tmp_path, tiny, "--seeds", "1", "--flatness")) == 0
-    folder = only_study(tmp_path)
+FAST_FLATNESS = (
+    "--flatness_settings={draws: 2, batches: 2, rhos: [0.01, 0.05], sharpness_draws: 3, worst_steps: 2, "
+    "alphas: [-0.1, 0.0, 0.1], lanczos_iterations: 6, top_k: 2, probes: 3, max_epochs: 4}"
+)
+POINT_KEYS = {"lambda_max", "lambda_min", "top_eigenvalues", "trace", "trace_stderr", "rho",
+              "sharpness_mean", "sharpness_worst", "alpha", "loss", "settings"}  # fmt: skip
+
+
+def test_flatness_and_its_link_to_robustness(tiny, tmp_path):
+    args = study_args(tmp_path, tiny, "--seeds", "2", "--flatness", "--robustness", FAST_FLATNESS)
+    args[args.index("VBPR")] = "FREEDOM"  # a model with training-time randomness (pruning)
+    args += ["--dropout=0.5", "--knn_k=5"]
+    assert main(args) == 0
+    (folder,) = (tmp_path / "r" / "tiny").glob("study-mg-FREEDOM-*")
     results = json.loads((folder / "flatness.json").read_text())
-    assert set(results) == {"no-MG seed 999", "MG seed 999"}
-    for result in results.values():
-        assert len(result["sharpness"]["mean"]) == 4 and result["hessian"]["eigenvalue"] is not None
-    assert (folder / "flatness.png").stat().st_size > 0
+    assert set(results) == {"no-MG seed 999", "MG seed 999", "no-MG seed 1000", "MG seed 1000"}
+    for record in results.values():
+        for point in ("winner", "converged"):
+            assert set(record[point]) >= POINT_KEYS
+            settings = record[point]["settings"]
+            assert (
+                settings["draws"] == 2
+                and settings["batches"] == 2
+                and settings["seed"] == record["seed"]
+            )
+            assert len(record[point]["sharpness_worst"]) == 2 and len(record[point]["loss"]) == 3
+        assert (
+            "2 fixed draws" in record["winner"]["fixed"]
+            and "edge pruning" in record["winner"]["fixed"]
+        )
+        assert 1 <= record["converged"]["continued"]["epochs"] <= 4
+    report = json.loads((folder / "report.json").read_text())
+    link = report["flatness_vs_robustness"]
+    assert len(link["pairs"]) == 4 and len(link["correlations"]) == 10
+    assert all("noise drop" in p and "adjust drop" in p for p in link["pairs"])
+    text = (folder / "report.md").read_text()
+    assert (
+        "## Flatness (of the loss training minimised)" in text
+        and "| MG seed 1000 | converged |" in text
+    )
+    assert "Spearman" in text and "whole study" in text
+    for name in ("flatness-winner.png", "flatness-converged.png", "flatness-robustness.png"):
+        assert (folder / name).stat().st_size > 0
+
+
+def test_studies_follow_the_configured_cut_offs(tiny, tmp_path):
+    args = study_args(tmp_path, tiny, "--seeds", "1", "--robustness", "--topk=[5,10]")
+    assert main(args) == 0
+    (folder,) = (tmp_path / "r" / "tiny").glob("study-mg-VBPR-*")
+    report = json.loads((folder / "report.json").read_text())
+    assert report["metrics_shown"] == ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
+    assert set(report["comparison"]) == {
+        f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10)
+    }
+    assert report["robustness"]["metrics"] == ["recall@5", "ndcg@5"]
+    assert "| seed | no-MG recall@5 | no-MG recall@10 |" in (folder / "report.md").read_text()

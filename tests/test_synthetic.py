@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mgrec import runner
+from mgrec import experiment
 from mgrec.config import grid, load_config
 from mgrec.data.split import split_labels
 from mgrec.data.synthetic import SyntheticSpec, ensure_embedded, generate
+from mgrec.trainer import Trainer
 
 
 @pytest.mark.parametrize(
@@ -68,28 +69,22 @@ def test_embedded_dataset_is_created_once(tmp_path):
 
 
 def test_multimodal_model_beats_popularity_on_embedded_data(tmp_path):
-    overrides = {"data_path": str(tmp_path), "epochs": 10, "dropout": 0.8, "reg_weight": 1e-4, "train_batch_size": 512,
-                 "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    overrides = {"data_path": str(tmp_path), "epochs": 10, "dropout": 0.8, "reg_weight": 1e-4,
+                 "train_batch_size": 512, "cache_dir": str(tmp_path / "cache"), "use_gpu": False}  # fmt: skip
     combo = grid(load_config("FREEDOM", "synthetic", mg=True, overrides=overrides))[0]
-    data = runner.prepare_data(combo)
-    device = torch.device("cpu")
-    test = runner.build_evaluators(data, combo, device)["test"]
+    built = experiment.build(combo)
     popularity = torch.from_numpy(
-        np.bincount(data.train.items, minlength=data.n_items).astype(np.float32)
+        np.bincount(built.data.train.items, minlength=built.data.n_items).astype(np.float32)
     )
-    baseline = test.evaluate(lambda users: popularity.expand(len(users), -1).clone())
-    runner.init_seed(combo["seed"])
-    model = runner.model_class("FREEDOM")(
-        combo, runner.ModelData.from_dataset(data, device, runner.Cache(tmp_path))
+    baseline = built.evaluators["test"].evaluate(
+        lambda users: popularity.expand(len(users), -1).clone()
     )
-    from mgrec.data.sampler import TrainBatches
-    from mgrec.trainer import Trainer
-
-    batches = TrainBatches(data.train, data.n_items, combo["train_batch_size"])
+    model = built.build_model()
     trainer = Trainer(model, combo)
+    built.batches.seed(combo["seed"])
     for _ in range(combo["epochs"]):
         model.pre_epoch_processing()
-        trainer.train_epoch(batches)
-    trained = runner.evaluate_model(model, test)
+        trainer.train_epoch(built.batches)
+    trained = built.evaluate(model, "test")
     assert trained["recall@20"] > 1.3 * baseline["recall@20"]
     assert trained["ndcg@20"] > 1.3 * baseline["ndcg@20"]

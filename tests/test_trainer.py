@@ -161,12 +161,21 @@ def test_gradient_clipping():
     assert model.w.item() == pytest.approx(99.5)
 
 
-@pytest.mark.parametrize("learner", ["adam", "sgd", "adagrad", "rmsprop"])
-def test_learners(learner):
+# One step from w = 2 on (w - 0)^2 (gradient 4) with lr 0.1, by each learner's update rule.
+@pytest.mark.parametrize(
+    ("learner", "after"),
+    [
+        ("sgd", 2 - 0.1 * 4),  # w - lr g
+        ("adam", 2 - 0.1),  # bias-corrected first step: lr g / |g|
+        ("adagrad", 2 - 0.1),  # lr g / sqrt(g^2)
+        ("rmsprop", 2 - 0.1 * 4 / 0.4),  # lr g / sqrt((1 - 0.99) g^2)
+    ],
+)
+def test_learners(learner, after):
     model = Recorder(start=2.0)
     trainer = Trainer(model, base_config(learner=learner, learning_rate=0.1))
     trainer.train_epoch([torch.zeros(3, 1, dtype=torch.long)])
-    assert model.w.item() < 2.0
+    assert model.w.item() == pytest.approx(after, rel=1e-6)
 
 
 def test_algorithm1_two_step_update_by_hand():

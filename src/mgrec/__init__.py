@@ -1,3 +1,3 @@
 """mgrec: Mirror Gradient and multimodal recommenders, faithful to the reference, and fast."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

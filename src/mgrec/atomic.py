@@ -13,6 +13,7 @@ Files get the permissions a plain ``open(path, "w")`` would give (0666 minus the
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -119,6 +120,45 @@ def atomic_dir(target: Path, replace: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _WriteRecorder(io.RawIOBase):
+    """A binary file wrapper that remembers the ``OSError`` of a failed write (torch.save turns
+    it into an opaque RuntimeError)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def save_torch(obj: Any, target: Path) -> None:
+    """``torch.save(obj)`` to ``target`` atomically; a failed write (a full disk) raises its
+    ``OSError``, not torch's RuntimeError. (No fsync: the rename is atomic against a killed
+    process, which is the fault this guards; durability across a power cut is the file
+    system's.)"""
+    import torch
+
+    with atomic_path(Path(target)) as tmp, open(tmp, "wb", buffering=1 << 20) as raw:
+        recorder = _WriteRecorder(raw)
+        try:
+            torch.save(obj, recorder)  # type: ignore[arg-type]
+        except RuntimeError as exc:
+            if recorder.error is not None:
+                raise recorder.error from exc
+            raise
 
 
 def _alive(pid: int) -> bool:

@@ -9,8 +9,6 @@ must match the model exactly (the reference ignored mismatches silently).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mgrec import __version__
+from mgrec import __version__, atomic
 from mgrec.errors import UserError
 
 DROPPED_ALIASES = ("v_preference", "t_preference")
@@ -26,17 +24,8 @@ IGNORED_KEYS = ("result_embed",)
 
 
 def save(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` (with the project version) to ``path`` via a temp file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save({**payload, "version": __version__}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``payload`` (with the project version) to ``path`` atomically."""
+    atomic.save_torch({**payload, "version": __version__}, Path(path))
 
 
 def read(path: Path) -> dict[str, Any]:

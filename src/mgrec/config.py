@@ -17,23 +17,42 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from mgrec.errors import UserError
-from mgrec.paths import CONFIG_DIR
+from mgrec.paths import CONFIG_DIR, USER_DATASET_CONFIG_DIR, dataset_config_file
 
 # Keys whose value is a list by nature; a list given for any other key on the command line
 # becomes a grid dimension.
 LIST_VALUED_KEYS = frozenset(
     {"metrics", "topk", "learning_rate_scheduler", "hyper_parameters", "weight_size"}
 )
-# Keys that say where files go or which device runs: they do not change a combination's results,
-# so they are left out of the identity of a run (re-running elsewhere still skips finished work).
+# Keys that say where files go, which device runs or how work is scheduled: they do not change a
+# combination's results, so they are left out of its identity (re-running elsewhere still skips
+# finished work). The data a combination read is part of its record (fingerprints), not its key.
 NON_IDENTITY_KEYS = frozenset(
-    {"gpu_id", "use_gpu", "results_dir", "checkpoint_dir", "cache_dir", "save_checkpoints"}
-)
+    {
+        "gpu_id", "use_gpu", "results_dir", "checkpoint_dir", "cache_dir", "save_checkpoints",
+        "save_every", "keep_training_state", "threads", "tensorboard", "run_info", "executor",
+        "ray_address", "gpus_per_trial", "cpus_per_trial", "max_retries", "eval_batch_size",
+        "data_path",  # the data's identity is its fingerprints, recorded with each result
+    }
+)  # fmt: skip
+# Keys naming files or folders. A checkpoint's stored config never supplies them (a crafted
+# checkpoint could point them anywhere); they come from the YAML files and the command line.
+PATH_KEYS = (
+    "data_path", "dataset", "inter_file_name", "vision_feature_file", "text_feature_file",
+    "user_graph_dict_file", "results_dir", "checkpoint_dir", "cache_dir",
+)  # fmt: skip
+# Folder-valued keys: typed on the command line, they are resolved from the working directory.
+DIRECTORY_KEYS = ("data_path", "results_dir", "checkpoint_dir", "cache_dir")
+# Keys a saved config.yaml holds that are records, not settings: ignored when it is read back.
+RECORD_KEYS = ("params", "run_info")
+# Keys that say what runs: a saved config.yaml read back with --config sets them, unless the
+# command line names them (--model, --dataset, --not_mg).
+RUN_KEYS = ("model", "dataset", "mg")
 LEARNERS = ("adam", "sgd", "adagrad", "rmsprop")
 MG_KEYS = ("alpha1", "alpha2", "beta", "mg_mode")
 METRICS = ("recall", "ndcg", "precision", "map")
@@ -81,22 +100,38 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def available_models() -> list[str]:
-    """Model names that have a YAML file in ``configs/model``."""
+    """Model names that have a YAML file in ``configs/model`` (package data)."""
     return sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
 def known_keys() -> set[str]:
     """Every key defined by any shipped YAML file: the vocabulary of valid overrides."""
-    keys = {"model", "dataset", "mg"}
-    for path in CONFIG_DIR.rglob("*.yaml"):
+    keys = {*RUN_KEYS, *RECORD_KEYS}
+    for path in [*CONFIG_DIR.rglob("*.yaml"), *USER_DATASET_CONFIG_DIR.glob("*.yaml")]:
         keys.update(read_yaml(path))
     return keys
 
 
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_dataset_name(name: str, flag: str = "--dataset") -> str:
+    """A dataset is a plain folder name under ``data_path`` (it also names the .inter and the
+    YAML file): never a path, so results and checkpoints cannot land inside a dataset folder."""
+    if not DATASET_NAME.fullmatch(str(name or "")):
+        raise UserError(
+            f"{flag} {name!r}: a dataset name may hold only letters, digits, '_', '.' and '-', "
+            "and must start with a letter or digit; put the folder under data_path and pass "
+            "--data_path=DIR for another location"
+        )
+    return str(name)
+
+
 def closest(word: str, choices: Iterable[str]) -> str:
-    """A ' (did you mean X?)' hint, or '' when nothing is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """A ' (did you mean X?)' hint, or '' when nothing is close (case is ignored)."""
+    options = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(word.lower(), list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{options[match[0]]}'?)" if match else ""
 
 
 def check_known(keys: Iterable[str], where: str) -> None:
@@ -113,13 +148,24 @@ def _merge(config: dict[str, Any], grid_keys: list[str], layer: Mapping[str, Any
     config.update(layer)
 
 
-def dataset_layer(dataset: str) -> dict[str, Any]:
-    """The dataset's own YAML (or nothing) plus its name and default interaction file name."""
-    path = CONFIG_DIR / "dataset" / f"{dataset}.yaml"
-    layer = read_yaml(path) if path.is_file() else {}
-    layer.pop("hyper_parameters", None)
-    layer.setdefault("inter_file_name", f"{dataset}.inter")
-    return {**layer, "dataset": dataset}
+def read_layer(path: Path) -> dict[str, Any]:
+    """A user's YAML file (``--config``): its keys checked against the known ones; the record
+    keys of a saved ``config.yaml`` (``params``, ``run_info``) dropped."""
+    layer = read_yaml(path)
+    for key in RECORD_KEYS:
+        layer.pop(key, None)
+    check_known((k for k in layer if k != "hyper_parameters"), str(path))
+    return layer
+
+
+def run_settings(config_files: Iterable[Path]) -> dict[str, Any]:
+    """``model``, ``dataset`` and ``mg`` as the ``--config`` files set them (the last file wins),
+    so a run's saved ``config.yaml`` given back with ``--config`` runs the same thing."""
+    settings: dict[str, Any] = {}
+    for path in config_files:
+        layer = read_yaml(path)
+        settings.update({k: layer[k] for k in RUN_KEYS if k in layer})
+    return settings
 
 
 def load_config(
@@ -138,31 +184,20 @@ def load_config(
         config_files: extra YAML files, merged in order after the shipped ones.
         overrides: ``--key=value`` pairs, already parsed; they win over every file.
     """
-    models = available_models()
-    if model not in models:
-        raise UserError(
-            f"unknown model '{model}'{closest(model, models)}; choose one of: {', '.join(models)}"
-        )
+    check_model(model)
+    check_dataset_name(dataset)
     config: dict[str, Any] = {}
     grid_keys: list[str] = []
     _merge(config, grid_keys, read_yaml(CONFIG_DIR / "overall.yaml"))
-    dataset_file = CONFIG_DIR / "dataset" / f"{dataset}.yaml"
-    if dataset_file.is_file():
+    dataset_file = dataset_config_file(dataset)
+    if dataset_file is not None:
         _merge(config, grid_keys, read_yaml(dataset_file))
     _merge(config, grid_keys, read_yaml(CONFIG_DIR / "model" / f"{model}.yaml"))
     if mg:
         _merge(config, grid_keys, read_yaml(CONFIG_DIR / "mg.yaml"))
-    for path in config_files:
-        layer = read_yaml(path)
-        check_known((k for k in layer if k != "hyper_parameters"), str(path))
-        _merge(config, grid_keys, layer)
-    overrides = dict(overrides or {})
-    check_known(overrides, "command line")
-    for key, value in overrides.items():
-        # A list typed for a key that is not list-valued by nature asks for a grid over it.
-        if isinstance(value, list) and key not in LIST_VALUED_KEYS:
-            grid_keys.append(key)
-    config.update(overrides)
+    layer, layer_grid_keys = user_layer(config_files, overrides)
+    grid_keys += layer_grid_keys
+    config.update(layer)
     config["model"], config["dataset"], config["mg"] = model, dataset, bool(mg)
     if not mg:  # MG settings (from files or the command line) mean nothing without MG
         for key in MG_KEYS:
@@ -173,6 +208,94 @@ def load_config(
     ordered = ["seed"] + [k for k in grid_keys if k != "seed"]
     config["hyper_parameters"] = list(dict.fromkeys(ordered))
     return config
+
+
+def check_model(model: str) -> str:
+    """``model`` if it names a shipped model, else a user error listing the choices."""
+    models = available_models()
+    if model not in models:
+        raise UserError(
+            f"unknown model '{model}'{closest(model, models)}; choose one of: {', '.join(models)}"
+        )
+    return model
+
+
+def user_layer(
+    config_files: Iterable[Path] = (), overrides: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The user's own settings: the ``--config`` files merged in order, then the ``--key=value``
+    overrides (checked against the known keys). Returns the merged layer (without
+    ``hyper_parameters`` and the run keys) and the grid keys it adds: the files'
+    ``hyper_parameters`` and every override given a list for a key that is not list-valued."""
+    layer: dict[str, Any] = {}
+    grid_keys: list[str] = []
+    for path in config_files:
+        _merge(layer, grid_keys, read_layer(path))
+    overrides = dict(overrides or {})
+    check_known(overrides, "command line")
+    for key, value in overrides.items():
+        # A list typed for a key that is not list-valued by nature asks for a grid over it.
+        if isinstance(value, list) and key not in LIST_VALUED_KEYS:
+            grid_keys.append(key)
+    layer.update(overrides)
+    for key in RUN_KEYS:
+        layer.pop(key, None)
+    return layer, grid_keys
+
+
+def checkpoint_config(
+    saved: Mapping[str, Any],
+    dataset: str | None = None,
+    config_files: Iterable[Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The combination to evaluate an mgrec checkpoint with (``--resume``).
+
+    The checkpoint's stored config gives the model, its sizes and settings; ``dataset`` (when
+    given) evaluates it on another dataset with that dataset's YAML. Path-like keys
+    (``PATH_KEYS``) are never taken from the checkpoint: they come from the YAML files and the
+    user's layers, as for a new run. The user's ``--config`` files and overrides apply last.
+    """
+    model = check_model(str(saved.get("model")))
+    dataset = check_dataset_name(dataset if dataset is not None else str(saved.get("dataset")))
+    mg = bool(saved.get("mg", True))
+    fresh = load_config(model, dataset, mg=mg, config_files=config_files, overrides=overrides)
+    combo = with_paths({k: v for k, v in saved.items() if k not in RECORD_KEYS}, fresh)
+    if dataset != saved.get("dataset"):  # the other dataset's own settings (fields, sizes)
+        dataset_file = dataset_config_file(dataset)
+        if dataset_file is not None:
+            layer = read_yaml(dataset_file)
+            layer.pop("hyper_parameters", None)
+            combo.update(layer)
+    layer, _ = user_layer(config_files, overrides)
+    combo.update(layer)
+    combo["model"], combo["dataset"] = model, dataset
+    return combo
+
+
+def with_paths(saved: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` (a checkpoint's stored config) with every path-like key taken from ``source``
+    (a config built from the YAML files and the user's layers), never from ``saved``."""
+    combo = {k: v for k, v in saved.items() if k not in PATH_KEYS}
+    combo.update({k: source[k] for k in PATH_KEYS if k in source})
+    return combo
+
+
+def settings_warnings(
+    config_files: Iterable[Path], overrides: Mapping[str, Any] | None, mg: bool, gpu_visible: bool
+) -> list[str]:
+    """Warnings for settings the user gave that will not act: MG keys without MG, ``use_gpu``
+    with no GPU visible."""
+    layer, _ = user_layer(config_files, overrides)
+    warnings = []
+    given_mg = [k for k in MG_KEYS if k in layer]
+    if not mg and given_mg:
+        warnings.append(
+            f"--not_mg: {', '.join(given_mg)} given but ignored (Mirror Gradient is off)"
+        )
+    if layer.get("use_gpu") and not gpu_visible:
+        warnings.append("use_gpu is set but no CUDA GPU is visible: training runs on the CPU")
+    return warnings
 
 
 def grid_values(config: Mapping[str, Any], key: str) -> list[Any]:
@@ -215,7 +338,7 @@ def _is_int(value: Any) -> bool:
 def validate(combo: Mapping[str, Any]) -> None:
     """Check one combination's shared keys, so a bad value stops the run before training starts."""
 
-    def fail(key: str, wanted: str) -> None:
+    def fail(key: str, wanted: str) -> NoReturn:
         raise UserError(f"config key '{key}' must be {wanted}, got {combo.get(key)!r}")
 
     for key in ("learning_rate",):
@@ -268,14 +391,27 @@ def validate(combo: Mapping[str, Any]) -> None:
             )
 
 
-def identity(config: Mapping[str, Any]) -> str:
-    """A short stable hash of everything that can change a run's results."""
-    relevant = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    text = json.dumps(relevant, sort_keys=True, default=str)
+def _hash(values: Mapping[str, Any]) -> str:
+    text = json.dumps(dict(values), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def dump(config: Mapping[str, Any], path: Path) -> None:
-    """Write a config as YAML (readable, and loadable again with ``--config``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+def identity(combo: Mapping[str, Any]) -> str:
+    """A short stable hash of every setting that can change a combination's results (not where
+    its files go, nor which grid it came from: the same settings reached from a grown grid are
+    the same combination)."""
+    skipped = NON_IDENTITY_KEYS | {"hyper_parameters", "params"}
+    return _hash({k: v for k, v in combo.items() if k not in skipped})
+
+
+def run_identity(config: Mapping[str, Any]) -> str:
+    """A short stable hash of a run's settings apart from the values of its grid keys: a run whose
+    grid grows (``--reg_weight=[0.1,0.01]``, then ``[0.1,0.01,0.001]``) keeps its folder, where
+    the finished combinations are found one by one."""
+    skipped = NON_IDENTITY_KEYS | {"hyper_parameters", "params", *config["hyper_parameters"]}
+    return _hash({k: v for k, v in config.items() if k not in skipped})
+
+
+def to_yaml(config: Mapping[str, Any]) -> str:
+    """A config as YAML text (readable, and loadable again with ``--config``)."""
+    return yaml.safe_dump(dict(config), sort_keys=False)

@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from mgrec import checkpoint, runner
+from mgrec import atomic, checkpoint, experiment, report
 from mgrec.analysis import perturb
 from mgrec.analysis.flatness import fixed_batches
-from mgrec.data.sampler import TrainBatches
+from mgrec.config import with_paths
 from mgrec.models import Recommender
 
-REPORTED = ("recall@5", "ndcg@5")
 MODALITY_SETS = ("image", "text", "both")
 
 
@@ -56,16 +56,31 @@ def _label(shift: Mapping[str, Any]) -> str:
     return f"{shift['kind']} {symbol}={shift['level']} ({shift['modalities']})"
 
 
-def evaluate_shifts(checkpoint_path: str | Path, seed: int) -> list[dict[str, Any]]:
-    """Test metrics of one checkpoint under every shift (``seed`` draws the perturbations)."""
+def reported(config: Mapping[str, Any]) -> list[str]:
+    """The metrics robustness reports: the validation metric and NDCG at its cut-off."""
+    return report.headline_metrics(config, cutoffs=1)
+
+
+def load_checkpoint(
+    checkpoint_path: str | Path, paths: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A study checkpoint's stored payload and the combination to rebuild it with: its stored
+    config, with the path-like keys taken from ``paths`` (the study's own config)."""
     stored = checkpoint.read(Path(checkpoint_path))
-    combo = stored["config"]
-    data = runner.prepare_data(combo)
-    test = runner.build_evaluators(data, combo, runner.resolve_device(combo))["test"]
+    return stored, with_paths(stored["config"], paths)
+
+
+def evaluate_shifts(
+    checkpoint_path: str | Path, seed: int, paths: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Test metrics of one checkpoint under every shift (``seed`` draws the perturbations)."""
+    stored, combo = load_checkpoint(checkpoint_path, paths)
+    clean = experiment.build(combo)
     rows = []
     for shift in shifts():
-        shifted = data
+        built = clean
         if shift["kind"] != "clean":
+            data = clean.data
             image, text = perturb.shifted_features(
                 data.feature("v"),
                 data.feature("t"),
@@ -75,28 +90,34 @@ def evaluate_shifts(checkpoint_path: str | Path, seed: int) -> list[dict[str, An
                 seed,
             )
             features = {m: f for m, f in (("v", image), ("t", text)) if f is not None}
-            shifted = dataclasses.replace(data, features=features)
-        model = runner.model_from_state(combo, shifted, stored["state_dict"], str(checkpoint_path))
-        metrics = runner.evaluate_model(model, test)
-        rows.append({**shift, "label": _label(shift), **{m: metrics[m] for m in REPORTED}})
+            built = experiment.build(combo, data=dataclasses.replace(data, features=features))
+        model = built.build_model(stored["state_dict"], str(checkpoint_path))
+        model.prepare_scoring()
+        metrics = experiment.evaluate(model, clean.evaluators["test"])
+        rows.append({**shift, "label": _label(shift), **{m: metrics[m] for m in reported(combo)}})
     return rows
 
 
-def run(per_seed: Sequence[Mapping[str, Any]], folder: Path) -> dict[str, Any]:
+def run(
+    per_seed: Sequence[Mapping[str, Any]], folder: Path, paths: Mapping[str, Any]
+) -> dict[str, Any]:
     """Evaluate every seed's MG and no-MG winners under all shifts; write robustness.{json,png}.
 
     Returns ``{"rows": [...], "summary": [...], "markdown": str}``; the summary gives, per shift,
     the mean over seeds of each metric and of its relative drop from clean, for both arms.
     """
+    metrics = reported(paths)
     rows = []
-    for record in per_seed:
-        for arm in ("plain", "mg"):
-            for row in evaluate_shifts(record[f"{arm}_checkpoint"], seed=record["seed"]):
-                rows.append({"seed": record["seed"], "arm": arm, **row})
+    with tqdm(total=2 * len(per_seed), desc="robustness", unit="checkpoint", disable=None) as bar:
+        for record in per_seed:
+            for arm in ("plain", "mg"):
+                for row in evaluate_shifts(record[f"{arm}_checkpoint"], record["seed"], paths):
+                    rows.append({"seed": record["seed"], "arm": arm, **row})
+                bar.update(1)
     clean = {(r["seed"], r["arm"]): r for r in rows if r["kind"] == "clean"}
     for row in rows:
         base = clean[(row["seed"], row["arm"])]
-        for metric in REPORTED:
+        for metric in metrics:
             row[f"{metric} drop"] = (
                 (base[metric] - row[metric]) / base[metric] if base[metric] else None
             )
@@ -106,21 +127,27 @@ def run(per_seed: Sequence[Mapping[str, Any]], folder: Path) -> dict[str, Any]:
         entry: dict[str, Any] = {"label": label, **shift}
         for arm in ("plain", "mg"):
             mine = [r for r in rows if r["label"] == label and r["arm"] == arm]
-            for metric in REPORTED:
+            for metric in metrics:
                 drops = [r[f"{metric} drop"] for r in mine if r[f"{metric} drop"] is not None]
                 entry[f"{arm} {metric}"] = float(np.mean([r[metric] for r in mine]))
                 entry[f"{arm} {metric} drop"] = float(np.mean(drops)) if drops else None
         summary.append(entry)
-    result = {"rows": rows, "summary": summary, "markdown": markdown(summary)}
-    (folder / "robustness.json").write_text(
-        json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    result = {
+        "metrics": metrics,
+        "rows": rows,
+        "summary": summary,
+        "markdown": markdown(summary, metrics),
+    }
+    atomic.write_text(
+        folder / "robustness.json", json.dumps(result, indent=2, allow_nan=False) + "\n"
     )
-    plot(summary, folder / "robustness.png")
+    title = f"{paths['model']} on {paths['dataset']}: mean over {len(per_seed)} seed(s)"
+    plot(summary, folder / "robustness.png", metrics[0], title)
     return result
 
 
-def markdown(summary: Sequence[Mapping[str, Any]]) -> str:
-    """One row per shift: each arm's mean REC@5 / NDCG@5 over seeds and, in brackets, the mean
+def markdown(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
+    """One row per shift: each arm's mean ``metrics`` over seeds and, in brackets, the mean
     relative change from that arm's clean score (negative = worse)."""
 
     def cell(entry: Mapping[str, Any], arm: str, metric: str) -> str:
@@ -131,17 +158,18 @@ def markdown(summary: Sequence[Mapping[str, Any]]) -> str:
         )
 
     header = (
-        "| shift | " + " | ".join(f"{arm} {m}" for arm in ("no-MG", "MG") for m in REPORTED) + " |"
+        "| shift | " + " | ".join(f"{arm} {m}" for arm in ("no-MG", "MG") for m in metrics) + " |"
     )
-    lines = [header, "|---" * (1 + 2 * len(REPORTED)) + "|"]
+    lines = [header, "|---" * (1 + 2 * len(metrics)) + "|"]
     for entry in summary:
-        cells = [cell(entry, arm, m) for arm in ("plain", "mg") for m in REPORTED]
+        cells = [cell(entry, arm, m) for arm in ("plain", "mg") for m in metrics]
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(summary: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Relative REC@5 drop vs shift level, MG against no-MG, per kind and modality set."""
+def plot(summary: Sequence[Mapping[str, Any]], path: Path, metric: str, title: str = "") -> None:
+    """The signed relative change of ``metric`` from clean (negative = worse) vs shift level,
+    MG against no-MG, per kind and modality set: the numbers of the table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,10 +181,10 @@ def plot(summary: Sequence[Mapping[str, Any]], path: Path) -> None:
             entries = [e for e in summary if e["kind"] == kind and e["modalities"] == modalities]
             levels = [0.0] + [e["level"] for e in entries]
             for arm, color in (("plain", "tab:blue"), ("mg", "tab:orange")):
-                drops = [0.0] + [100 * (e[f"{arm} recall@5 drop"] or 0.0) for e in entries]
+                changes = [0.0] + [-100 * (e[f"{arm} {metric} drop"] or 0.0) for e in entries]
                 axis.plot(
                     levels,
-                    drops,
+                    changes,
                     style,
                     color=color,
                     marker=".",
@@ -165,30 +193,25 @@ def plot(summary: Sequence[Mapping[str, Any]], path: Path) -> None:
         axis.set_xlabel(
             "sigma (x feature std)" if kind == "noise" else "fraction of items adjusted"
         )
-        axis.set_ylabel("REC@5 drop from clean (%)")
+        axis.set_ylabel(f"{metric} change from clean (%)")
+        axis.axhline(0.0, color="grey", linewidth=0.5)
         axis.set_title(
             "Gaussian noise" if kind == "noise" else "information adjustment", fontsize=9
         )
     axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    report.save_figure(fig, path)
 
 
 def load_for_analysis(
-    checkpoint_path: str | Path, seed: int, n_batches: int = 4
+    checkpoint_path: str | Path, seed: int, paths: Mapping[str, Any], n_batches: int = 4
 ) -> tuple[Recommender, list[torch.Tensor]]:
     """A checkpoint's model (recomputing, on clean features) and ``n_batches`` fixed training
     batches drawn with ``seed``: the inputs of the flatness measures."""
-    stored = checkpoint.read(Path(checkpoint_path))
-    combo = stored["config"]
-    data = runner.prepare_data(combo)
-    model = runner.model_from_state(combo, data, stored["state_dict"], str(checkpoint_path))
-    sampler = TrainBatches(
-        data.train,
-        data.n_items,
-        combo["train_batch_size"],
-        bool(combo["use_neg_sampling"]),
-        model.device,
-    )
-    return model, fixed_batches(sampler, n_batches, seed)
+    stored, combo = load_checkpoint(checkpoint_path, paths)
+    built = experiment.build(combo)
+    model = built.build_model(stored["state_dict"], str(checkpoint_path))
+    model.prepare_scoring()
+    return model, fixed_batches(built.batches, n_batches, seed)

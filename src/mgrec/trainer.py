@@ -18,7 +18,9 @@ the global step t % beta == 0, alpha1 > alpha2): under Adam the reference's alph
 step sizes (Adam normalises the gradient's scale), so the two readings can differ.
 
 The trainer knows nothing of any model: it calls ``pre_epoch_processing``, ``calculate_loss``
-and ``parameters``; evaluation comes in as two callables.
+and ``parameters``; evaluation comes in as two callables. ``fit`` can start from a saved
+``FitProgress`` (with the optimizer and scheduler restored by ``load_state_dict``), so a killed
+run continues from its last saved epoch; ``on_epoch_end`` is where the caller saves it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from torch.nn.utils import clip_grad_norm_
 
 from mgrec.metrics import round4
+from mgrec.models.base import Recommender
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -90,6 +93,59 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None = None
 
 
+@dataclass
+class FitProgress:
+    """Where ``fit`` stands after an epoch: enough to continue exactly (with the model, the
+    optimizer, the scheduler and the random states saved beside it).
+
+    ``epoch`` is the next epoch to run; ``finished`` is set once training has ended (early
+    stopping, NaN or the last epoch), so a resumed run does not train further.
+    """
+
+    result: FitResult
+    epoch: int = 0
+    best_score: float = -1.0
+    bad_evals: int = 0
+    finished: bool = False
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data (tensors, lists, numbers) for a checkpoint loaded with weights_only. The
+        epoch history is left out: the caller keeps it (metrics.jsonl) and passes it back to
+        ``from_state``, so a state does not grow with the epochs."""
+        result = self.result
+        return {
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "bad_evals": self.bad_evals,
+            "finished": self.finished,
+            "best_epoch": result.best_epoch,
+            "best_valid": result.best_valid,
+            "test_at_best": result.test_at_best,
+            "stopped": result.stopped,
+            "message": result.message,
+            "best_state": result.best_state,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], history: list[EpochRecord]) -> FitProgress:
+        """The progress saved by ``to_state``, with the first ``state["epoch"]`` records of its
+        history."""
+        if len(history) < state["epoch"]:
+            raise ValueError(f"the history has {len(history)} epochs, the state {state['epoch']}")
+        result = FitResult(
+            best_epoch=state["best_epoch"],
+            best_valid=dict(state["best_valid"]),
+            test_at_best=dict(state["test_at_best"]),
+            history=list(history[: state["epoch"]]),
+            stopped=state["stopped"],
+            message=state["message"],
+            best_state=state["best_state"],
+        )
+        return cls(
+            result, state["epoch"], state["best_score"], state["bad_evals"], state["finished"]
+        )
+
+
 class Trainer:
     """Optimise a model with plain steps or Mirror Gradient (config keys as the reference).
 
@@ -100,7 +156,7 @@ class Trainer:
             valid_metric, and with ``mg`` on: alpha1, alpha2, beta).
     """
 
-    def __init__(self, model: nn.Module, config: Mapping[str, Any]) -> None:
+    def __init__(self, model: Recommender, config: Mapping[str, Any]) -> None:
         self.model = model
         self.epochs = int(config["epochs"])
         self.eval_step = min(int(config["eval_step"]), self.epochs)
@@ -125,6 +181,19 @@ class Trainer:
             self.optimizer, lr_lambda=lambda epoch: base ** (epoch / period)
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's and scheduler's state and Algorithm 1's global step."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.global_step = int(state["global_step"])
+
     def _step(self) -> None:
         if self.clip:
             clip_grad_norm_(self.model.parameters(), **self.clip)
@@ -147,7 +216,7 @@ class Trainer:
             self.global_step += 1
             self.model.zero_grad()
             mirror = self.global_step % self.beta == 0
-            mirror_batch = batch.clone() if mirror else None
+            mirror_batch = batch.clone()  # models may edit their batch in place
             loss = self.model.calculate_loss(batch)
             loss.backward()
             total += float(loss.detach().sum())
@@ -197,33 +266,37 @@ class Trainer:
         test: Callable[[], dict[str, float]],
         on_epoch: Callable[[EpochRecord], None] | None = None,
         keep_best_state: bool = False,
+        progress: FitProgress | None = None,
+        on_epoch_end: Callable[[FitProgress], None] | None = None,
     ) -> FitResult:
-        """Train with early stopping; return the best-validation results and test at that epoch."""
-        result = FitResult(best_epoch=None, best_valid={}, test_at_best={})
-        best_score, bad_evals = -1.0, 0
-        for epoch in range(self.epochs):
+        """Train with early stopping; return the best-validation results and test at that epoch.
+
+        ``progress`` continues a saved run (the model, optimizer and scheduler already restored);
+        ``on_epoch`` sees each epoch's record, then ``on_epoch_end`` the progress to save.
+        """
+        state = progress or FitProgress(FitResult(best_epoch=None, best_valid={}, test_at_best={}))
+        result = state.result
+        while not state.finished and state.epoch < self.epochs:
+            epoch = state.epoch
             start = time.perf_counter()
             self.model.pre_epoch_processing()
             loss = self.train_epoch(batches)
             self.scheduler.step()
             record = EpochRecord(epoch, loss, time.perf_counter() - start)
+            stop = False
             if math.isnan(loss):
                 result.stopped = "nan-loss"
                 result.message = (
                     f"loss is NaN at epoch {epoch}: this combination ends here "
                     "(try a smaller learning_rate); its best results so far are kept"
                 )
-                result.history.append(record)
-                if on_epoch:
-                    on_epoch(record)
-                break
-            stop = False
-            if (epoch + 1) % self.eval_step == 0:
+                stop = True
+            elif (epoch + 1) % self.eval_step == 0:
                 start = time.perf_counter()
                 record.valid = validate()
                 score = round4(record.valid[self.valid_metric])  # as the reference compares
-                if score > best_score:
-                    best_score, bad_evals = score, 0
+                if score > state.best_score:
+                    state.best_score, state.bad_evals = score, 0
                     record.improved = True
                     record.test = test()
                     result.best_epoch = epoch
@@ -234,13 +307,15 @@ class Trainer:
                             for k, v in self.model.state_dict().items()
                         }
                 else:
-                    bad_evals += 1
-                    stop = bad_evals > self.stopping_step
+                    state.bad_evals += 1
+                    if state.bad_evals > self.stopping_step:
+                        result.stopped, stop = "early-stopping", True
                 record.eval_seconds = time.perf_counter() - start
             result.history.append(record)
+            state.epoch = epoch + 1
+            state.finished = stop or state.epoch >= self.epochs
             if on_epoch:
                 on_epoch(record)
-            if stop:
-                result.stopped = "early-stopping"
-                break
+            if on_epoch_end:
+                on_epoch_end(state)
         return result

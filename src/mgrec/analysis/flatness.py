@@ -1,20 +1,29 @@
-"""Flatness of the training loss around a checkpoint: does Mirror Gradient find flatter minima?
+"""Flatness of the training loss around a trained point: does Mirror Gradient find flatter minima?
 
-Three measurements of the same deterministic training loss L(θ) (``FixedLoss``: the mean
-``calculate_loss`` over a fixed list of batches, with training-time randomness removed):
+Every measure is taken on one deterministic function L(θ) (``FixedLoss``): the training loss of
+the model's own training procedure, regularisers included, over a fixed sample of training
+batches, with the model's training-time randomness (edge pruning, target dropout, sampled
+neighbours) either fixed to K draws (common random numbers: the same K draws at every θ, so L is
+the Monte-Carlo estimate of the expected training loss that training minimised) or switched off
+(labelled as such: not the loss training minimised, for a model that has such randomness).
 
-- ``sharpness``: E[L(θ + δ) - L(θ)] under random, layer-normalised perturbations of relative
-  size ρ (per parameter tensor W: δ_W = ρ ‖W‖_F u / ‖u‖_F, u Gaussian);
-- ``loss_curve``: the 1-D curve L(θ + α d) along a filter-normalised Gaussian direction d
-  (Li et al., 2018, "Visualizing the loss landscape of neural nets");
-- ``top_hessian_eigenvalue``: the largest-magnitude Hessian eigenvalue, by power iteration
-  with Hessian-vector products (double backward; a central finite difference of gradients as
-  the fallback).
+- ``sharpness``: the mean increase E[L(θ + δ) − L(θ)] under random perturbations of relative
+  size ρ per tensor (δ_W = ρ ‖W‖ u / ‖u‖, u Gaussian), and ``worst_sharpness``: the largest
+  increase within that relative ball, found by projected gradient ascent (as SAM/ASAM);
+- ``loss_curve``: L(θ + α d) along a filter-normalised Gaussian direction d (Li et al., 2018);
+- ``curvature``: the largest and smallest *algebraic* Hessian eigenvalues λ_max and λ_min
+  (Lanczos), the top-k with deflation, and the trace by Hutchinson's estimator with its standard
+  error (``mgrec.analysis.hessian``), all from Hessian-vector products by double backward.
 
-``analyse`` bundles the three into a JSON-serialisable dict and ``plot`` draws several of them
-("MG" vs "no MG") side by side. Every random draw comes from a CPU ``torch.Generator`` seeded
-from ``seed``, so the numbers are the same for a seed on any device (up to the device's
-arithmetic), and every function restores the parameters bit-exactly (copies, not add/subtract).
+At an exact local minimum the Hessian is positive semi-definite. The points training reaches are
+not exact minima, and a model scoring by dot products of embeddings (a bilinear form) has
+directions of strongly negative curvature as soon as its per-example gradients do not all
+vanish, so λ_min < 0 is the rule: read λ_max beside λ_min, and the trace as their net.
+
+``analyse`` bundles the measures into JSON-serialisable data, ``descend`` moves to a nearby point
+of small gradient of L (the sanity check's point), and ``plot`` draws labelled results side by
+side. Every random draw comes from a CPU ``torch.Generator`` seeded from ``seed``, and every
+function restores the parameters bit-exactly (copies, not add/subtract).
 
 "Parameters" are the model's trainable parameters (``requires_grad``), each shared tensor once
 (DualGNN/DRAGON's ``v_preference`` aliases are the branch preferences); frozen buffers
@@ -25,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mgrec.analysis import hessian
 from mgrec.data.sampler import TrainBatches
 from mgrec.models.base import Recommender
+from mgrec.rng import seeded
 
-HVP_METHODS = ("auto", "double_backward", "finite_difference")
 ONE_D_MODES = ("zero", "normalise")
 
 
@@ -52,149 +61,97 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with Python, NumPy and torch seeded to ``seed``; the caller's RNG states are
-    restored afterwards (a measurement must not shift the training streams)."""
-    devices = [device] if device.type == "cuda" else []
-    numpy_state, python_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=devices):
-        # Only the generators in use: torch.manual_seed also queues every CUDA device's seed,
-        # which records a stack trace per call on CPU-only runs (most of a small model's time).
-        torch.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
-            random.setstate(python_state)
-
-
 class FixedLoss:
-    """The mean training loss over fixed batches, deterministic: L(θ) = mean_b calculate_loss(b).
+    """A deterministic training loss L(θ) over fixed batches, regularisers included.
 
-    The model is in train mode (the training loss, with its regularisers), but every source of
-    training-time randomness is fixed, found by attribute so no model file is edited:
+    ``draws`` says how the model's training-time randomness (edge pruning, target dropout,
+    sampled neighbours) is treated:
 
-    - a pruned training graph (``masked_adj`` next to ``norm_adj``: FREEDOM, LayerGCN): the full
-      normalised graph is used (``masked_adj = norm_adj``) and ``pre_epoch_processing`` is not
-      called again;
-    - any other per-epoch draw (an overridden ``pre_epoch_processing``: DualGNN/DRAGON's
-      neighbour table, padded with NumPy's global RNG): drawn once here with NumPy, Python and
-      torch seeded to ``seed`` (the caller's RNG states are restored), then kept;
-    - a float ``dropout`` attribute (BM3's target dropout inside ``calculate_loss``): set to 0
-      during each evaluation and restored after it (FREEDOM's and LayerGCN's ``dropout`` is only
-      read by the pruning, which no longer runs, so zeroing it changes nothing);
-    - ``nn.Dropout`` submodules (none of the nine models has one): eval mode during evaluation;
-    - the stale-score cache (``training_cache``, written by MMGCN, GRCN, DualGNN, SLMRec's
-      training forward) is restored after each evaluation, so later scoring is unaffected.
+    - ``draws=0``: switched off (``model.deterministic()``: full graphs, no dropout, neighbour
+      lists padded without drawing): L(θ) = mean_b calculate_loss(b). This is *not* the loss
+      training minimised when the model has such randomness.
+    - ``draws=K >= 1``: the expected training loss, estimated with K fixed draws (common random
+      numbers: the same K draws at every θ): L(θ) = mean_k mean_b calculate_loss(b) under
+      ``model.training_draw(seed + k, k)``.
 
-    VBPR, MMGCN, GRCN and SLMRec have no training-time randomness besides the batches.
-    Before each batch's loss, Python, NumPy and torch are re-seeded with ``seed`` (inside a fork
-    of the caller's RNG state), so any remaining draw repeats and repeated calls are
-    bit-identical. ``restore()`` (or leaving the ``with`` block) puts back what was fixed.
+    A model without training randomness gives the same loss either way (and is measured once).
+    The model is in train mode while measuring; its state (graphs, neighbour tables, stale-score
+    cache, train/eval mode) is put back after every evaluation. Before each term the global
+    generators are seeded (inside a fork of the caller's state), so repeated calls are
+    bit-identical.
 
     Args:
-        model: a ``Recommender`` (or any module with ``calculate_loss(batch)``).
-        batches: int64 tensors [3, B] (users, positives, negatives) or [2, B]; copied to the
-            model's device.
+        model: a ``Recommender`` (or any module with ``calculate_loss``, ``deterministic``,
+            ``training_draw`` and ``randomness``).
+        batches: int64 tensors [3, B] or [2, B]; copied to the model's device.
         seed: the seed of every draw made while measuring.
+        draws: 0 for no randomness, else the number of fixed draws.
     """
 
-    def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], seed: int = 0) -> None:
+    def __init__(
+        self, model: Recommender, batches: Sequence[torch.Tensor], seed: int = 0, draws: int = 0
+    ) -> None:
         if not batches:
             raise ValueError("FixedLoss needs at least one batch")
+        if draws < 0:
+            raise ValueError(f"draws must be >= 0, got {draws}")
         self.model = model
         self.device = _model_device(model)
         self.batches = [b.detach().to(self.device).clone() for b in batches]
         self.seed = int(seed)
-        self.fixed: list[str] = []
-        self._restore_attributes: dict[str, Any] = {}
-        self._fix_training_randomness()
-
-    # --- what is fixed ------------------------------------------------------------------------
-
-    def _fix_training_randomness(self) -> None:
-        model = self.model
-        if hasattr(model, "masked_adj") and hasattr(model, "norm_adj"):
-            self._restore_attributes["masked_adj"] = model.masked_adj
-            model.masked_adj = model.norm_adj
-            self.fixed.append("masked_adj = norm_adj (full normalised graph, no edge pruning)")
-        elif self._draws_per_epoch():
-            before = {k: v for k, v in vars(model).items() if not k.startswith("_")}
-            with _seeded(self.seed, self.device):
-                model.pre_epoch_processing()
-            for key, value in vars(model).items():
-                if not key.startswith("_") and (key not in before or before[key] is not value):
-                    self._restore_attributes[key] = before.get(key, _ABSENT)
-            self.fixed.append(
-                f"pre_epoch_processing drawn once with seed {self.seed} and kept "
-                f"({', '.join(sorted(self._restore_attributes)) or 'nothing changed'})"
+        randomness = model.randomness
+        self.draws = draws if randomness else 0
+        if not randomness:
+            self.fixed = "no training-time randomness besides the batches"
+        elif self.draws == 0:
+            self.fixed = f"training-time randomness switched off ({randomness})"
+        else:
+            self.fixed = (
+                f"expected over {self.draws} fixed draws (seeds {self.seed}..{self.seed + self.draws - 1}) of: "
+                f"{randomness}"
             )
-        if isinstance(getattr(model, "dropout", None), float):
-            self.fixed.append(f"dropout {model.dropout} -> 0 while measuring")
-        if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
-            self.fixed.append("nn.Dropout modules in eval mode while measuring")
-
-    def _draws_per_epoch(self) -> bool:
-        """Whether the model overrides ``pre_epoch_processing`` (the base's draws nothing)."""
-        hook = getattr(type(self.model), "pre_epoch_processing", None)
-        return hook is not None and hook is not Recommender.pre_epoch_processing
-
-    def restore(self) -> None:
-        """Put back what the constructor replaced (the pruned graph, the neighbour table)."""
-        for key, value in self._restore_attributes.items():
-            if value is _ABSENT:
-                delattr(self.model, key)
-            else:
-                setattr(self.model, key, value)
-        self._restore_attributes = {}
+        # (draw, batch index) pairs: one term of the mean each
+        self.terms = [(k, b) for k in range(max(self.draws, 1)) for b in range(len(self.batches))]
 
     def __enter__(self) -> FixedLoss:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.restore()
-
-    # --- evaluation -----------------------------------------------------------------------------
+        """Nothing to undo: every evaluation restores the model's state itself."""
 
     @contextlib.contextmanager
-    def _measuring(self) -> Iterator[None]:
-        """Train mode without its randomness; the model's own state is put back afterwards."""
+    def _measuring(self, draw: int) -> Iterator[None]:
+        """Train mode with the draw's randomness fixed; the model's state put back afterwards."""
         model = self.model
         was_training = model.training
-        dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-        dropout = getattr(model, "dropout", None)
-        cache = getattr(model, "training_cache", None)
+        fixing = (
+            model.deterministic()
+            if self.draws == 0
+            else model.training_draw(self.seed + draw, draw)
+        )
         model.train()
-        for module in dropouts:
-            module.eval()
-        if isinstance(dropout, float):
-            model.dropout = 0.0
         try:
-            yield
+            with fixing, seeded(self.seed + draw, self.device):
+                yield
         finally:
-            if isinstance(dropout, float):
-                model.dropout = dropout
-            if hasattr(model, "training_cache"):
-                model.training_cache = cache
             model.train(was_training)
 
-    def batch_loss(self, index: int) -> torch.Tensor:
-        """The loss of batch ``index`` (0-d, differentiable), seeds reset first."""
-        with self._measuring(), _seeded(self.seed, self.device):
+    def term_loss(self, term: int) -> torch.Tensor:
+        """Term ``term`` of the mean (a (draw, batch) pair), 0-d and differentiable."""
+        draw, index = self.terms[term]
+        with self._measuring(draw):
             return self.model.calculate_loss(self.batches[index]).reshape(())
 
+    def batch_loss(self, index: int) -> torch.Tensor:
+        """The loss of batch ``index`` under the first draw (or with randomness off)."""
+        return self.term_loss(index)
+
     def __call__(self) -> torch.Tensor:
-        """L(θ): the mean of the batch losses, 0-d, differentiable w.r.t. the parameters."""
-        total = self.batch_loss(0)
-        for index in range(1, len(self.batches)):
-            total = total + self.batch_loss(index)
-        return total / len(self.batches)
+        """L(θ): the mean of the terms, 0-d, differentiable w.r.t. the parameters."""
+        total = self.term_loss(0)
+        for term in range(1, len(self.terms)):
+            total = total + self.term_loss(term)
+        return total / len(self.terms)
 
     def value(self) -> float:
         """L(θ) as a float, without building a graph."""
@@ -202,22 +159,15 @@ class FixedLoss:
             return float(self())
 
     def gradient(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """∇L(θ) w.r.t. ``params`` (zeros where a parameter gets no gradient), batch by batch so
-        only one batch's graph is alive."""
+        """∇L(θ) w.r.t. ``params`` (zeros where a parameter gets no gradient), term by term so
+        only one term's graph is alive."""
         total = [torch.zeros_like(p) for p in params]
-        for index in range(len(self.batches)):
-            grads = torch.autograd.grad(self.batch_loss(index), params, allow_unused=True)
+        for term in range(len(self.terms)):
+            grads = torch.autograd.grad(self.term_loss(term), params, allow_unused=True)
             for acc, g in zip(total, grads, strict=True):
                 if g is not None:
                     acc.add_(g)
-        return [g / len(self.batches) for g in total]
-
-
-class _Absent:
-    """Marker: the attribute did not exist before ``pre_epoch_processing`` made it."""
-
-
-_ABSENT = _Absent()
+        return [g / len(self.terms) for g in total]
 
 
 # --- directions ---------------------------------------------------------------------------------
@@ -315,7 +265,10 @@ def _shift(
 def sharpness(
     loss: FixedLoss, model: nn.Module, rhos: Sequence[float], draws: int, seed: int
 ) -> dict[str, Any]:
-    """Mean and std of L(θ + δ) - L(θ) over ``draws`` layer-normalised perturbations per ρ.
+    """Mean and std of the increase ½ (L(θ + δ) + L(θ − δ)) − L(θ) over ``draws``
+    layer-normalised perturbations per ρ (antithetic pairs: E[L(θ + δ)] − L(θ) for a symmetric
+    δ, with the first-order term g·δ cancelled in every draw rather than only on average, so a
+    small sample does not mistake a gradient for curvature).
 
     See ``layer_normalised_perturbation`` for δ; the same ``draws`` unit directions serve every
     ρ. ``std`` is the sample standard deviation over draws (0 for one draw).
@@ -334,7 +287,9 @@ def sharpness(
             for draw in range(draws):
                 delta = layer_normalised_perturbation(saved, float(rho), seed, draw)
                 _shift(params, saved, delta, 1.0)
-                row.append(loss.value() - base)
+                plus = loss.value()
+                _shift(params, saved, delta, -1.0)
+                row.append(0.5 * (plus + loss.value()) - base)
             increases.append(row)
     return {
         "rho": [float(r) for r in rhos],
@@ -378,21 +333,21 @@ def _double_backward_hvp(
 ) -> list[torch.Tensor]:
     """H v = ∇(∇L · v), batch by batch (one batch's double graph alive at a time)."""
     total = [torch.zeros_like(p) for p in params]
-    for index in range(len(loss.batches)):
+    for term in range(len(loss.terms)):
         grads = torch.autograd.grad(
-            loss.batch_loss(index), params, create_graph=True, allow_unused=True
+            loss.term_loss(term), params, create_graph=True, allow_unused=True
         )
         used = [(g, v) for g, v in zip(grads, vector, strict=True) if g is not None]
         if not used:
             continue
-        inner = sum((g * v).sum() for g, v in used)
+        inner = torch.stack([(g * v).sum() for g, v in used]).sum()
         if not inner.requires_grad:  # the gradient does not depend on θ (a linear loss)
             continue
         hv = torch.autograd.grad(inner, params, allow_unused=True)
         for acc, h in zip(total, hv, strict=True):
             if h is not None:
                 acc.add_(h.detach())
-    return [h / len(loss.batches) for h in total]
+    return [h / len(loss.terms) for h in total]
 
 
 def default_fd_step(saved: Sequence[torch.Tensor]) -> float:
@@ -444,76 +399,106 @@ def hessian_vector_product(
     raise ValueError(f"method must be 'double_backward' or 'finite_difference', got {method!r}")
 
 
-def top_hessian_eigenvalue(
+def hvp_of(loss: FixedLoss, params: Sequence[torch.Tensor]) -> hessian.HVP:
+    """H v of L at the current parameters, by double backward term by term."""
+    return lambda vector: _double_backward_hvp(loss, params, vector)
+
+
+def curvature(
     loss: FixedLoss,
     model: nn.Module,
     iterations: int,
-    tol: float,
+    top_k: int,
+    probes: int,
     seed: int,
-    method: str = "auto",
-    fd_step: float | None = None,
+    tol: float = 1e-3,
 ) -> dict[str, Any]:
-    """The largest-magnitude eigenvalue of ∇²L(θ) over all trainable parameters, by power
-    iteration: v <- Hv / ‖Hv‖ from a seeded Gaussian v, estimate λ = vᵀHv (Rayleigh quotient,
-    so its sign is kept), stopping when |λ_k - λ_{k-1}| <= tol |λ_k| or after ``iterations``.
-
-    ``method``: "double_backward" (exact HVPs through autograd), "finite_difference" (central
-    difference of gradients with step ``fd_step``, see ``default_fd_step``), or "auto" (double
-    backward, falling back to the finite difference if autograd cannot differentiate twice).
-    Parameters with no gradient contribute zero rows. Double backward works through the
-    project's custom ops (``graphs._SparseMatmul``, ``models.ops._Linear``: their backward
-    passes are built from differentiable ops on saved inputs). BM3: its targets are computed
-    without gradient, so double backward gives the Hessian with the targets held at their
-    current values (symmetric), which is what its training gradient sees; a finite difference
-    would also move the targets (a non-symmetric Jacobian), so the two differ for BM3 only.
+    """λ_max and λ_min (Lanczos, ``iterations`` products), the ``top_k`` largest eigenvalues
+    (Lanczos with deflation) and the trace (Hutchinson, ``probes`` Rademacher probes) of ∇²L(θ).
 
     Returns:
-        ``{"eigenvalue": float, "history": [λ_1, ...], "converged": bool, "iterations": int,
-        "method": str, "fd_step": float | None, "fallback_reason": str | None}``.
+        ``{"lambda_max", "lambda_min", "top_eigenvalues", "trace", "trace_stderr", "lanczos":
+        {converged flags, residuals, products}, "top": {...}, "probes"}``.
     """
-    if method not in HVP_METHODS:
-        raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
-    history: list[float] = []
-    converged, reason = False, None
-    with _perturbable(model) as (params, saved):
-        vector = _gaussian_like(saved, _generator(seed, 3))
-        norm = math.sqrt(_dot(vector, vector))
-        vector = [v / norm for v in vector]
-        chosen = "double_backward" if method == "auto" else method
-        step = fd_step or default_fd_step(saved)
-
-        def product(v: list[torch.Tensor]) -> list[torch.Tensor]:
-            if chosen == "double_backward":
-                return _double_backward_hvp(loss, params, v)
-            return _finite_difference_hvp(loss, params, saved, v, step)  # ‖v‖ = 1
-
-        for _ in range(int(iterations)):
-            try:
-                hv = product(vector)
-            except RuntimeError as exc:
-                if method != "auto" or chosen != "double_backward":
-                    raise
-                chosen, reason = "finite_difference", f"{type(exc).__name__}: {exc}"
-                hv = product(vector)
-            estimate = _dot(vector, hv)
-            history.append(estimate)
-            hv_norm = math.sqrt(_dot(hv, hv))
-            if hv_norm == 0.0:  # v lies in the null space: nothing to iterate on
-                converged = True
-                break
-            vector = [h / hv_norm for h in hv]
-            if len(history) > 1 and abs(history[-1] - history[-2]) <= tol * abs(history[-1]):
-                converged = True
-                break
+    with _perturbable(model) as (params, _):
+        product = hvp_of(loss, params)
+        extremes = hessian.lanczos(product, params, iterations, seed=seed, tol=tol)
+        top = hessian.top_eigenvalues(product, params, top_k, iterations, tol=tol, seed=seed)
+        trace = hessian.hutchinson_trace(product, params, probes, seed=seed)
     return {
-        "eigenvalue": history[-1] if history else float("nan"),
-        "history": history,
-        "converged": converged,
-        "iterations": len(history),
-        "method": chosen,
-        "fd_step": step if chosen == "finite_difference" else None,
-        "fallback_reason": reason,
+        "lambda_max": extremes["lambda_max"],
+        "lambda_min": extremes["lambda_min"],
+        "top_eigenvalues": top["eigenvalues"],
+        "trace": trace["trace"],
+        "trace_stderr": trace["trace_stderr"],
+        "lanczos": {
+            k: extremes[k]
+            for k in (
+                "converged_max",
+                "converged_min",
+                "residual_max",
+                "residual_min",
+                "iterations",
+            )
+        },
+        "top": {k: top[k] for k in ("converged", "verified", "hvps")},
+        "probes": int(probes),
     }
+
+
+def worst_sharpness(
+    loss: FixedLoss, model: nn.Module, rhos: Sequence[float], steps: int, seed: int
+) -> dict[str, Any]:
+    """The largest increase of L within the relative per-tensor ball ‖δ_W‖ ≤ ρ ‖W‖, for each ρ,
+    by ``steps`` steps of projected gradient ascent (``hessian.worst_case_sharpness``)."""
+    with _perturbable(model) as (params, _):
+        runs = [
+            hessian.worst_case_sharpness(
+                params,
+                loss.value,
+                lambda: loss.gradient(params),
+                float(rho),
+                steps=steps,
+                seed=seed,
+            )
+            for rho in rhos
+        ]
+    return {
+        "rho": [float(r) for r in rhos],
+        "increase": [run["increase"] for run in runs],
+        "steps": int(steps),
+        "stalled": [bool(run["stalled"]) for run in runs],
+    }
+
+
+def descend(loss: FixedLoss, model: nn.Module, steps: int, reduce: float = 1e-2) -> dict[str, Any]:
+    """Full-batch gradient descent on L with a backtracking (Armijo) step, from the current
+    parameters: at most ``steps`` steps, stopping once the gradient norm is ``reduce`` times
+    its starting value (a point of small gradient near the start, not a march towards a
+    far-away infimum). The parameters are left at the end point (the sanity check measures
+    there).
+
+    Returns ``{"losses": [...], "gradient_norms": [...]}`` (one entry per point visited).
+    """
+    params = [p for _, p in trainable_parameters(model)]
+    step = 1.0
+    losses, norms = [loss.value()], []
+    for _ in range(int(steps)):
+        grad = loss.gradient(params)
+        norm2 = hessian.dot(grad, grad)
+        norms.append(math.sqrt(norm2))
+        if norms[-1] <= reduce * norms[0]:
+            break
+        start = [p.detach().clone() for p in params]
+        while True:  # shrink until the decrease is at least a tenth of the linear prediction
+            _set(params, [w - step * g for w, g in zip(start, grad, strict=True)])
+            value = loss.value()
+            if value <= losses[-1] - 0.1 * step * norm2 or step < 1e-12:
+                break
+            step *= 0.5
+        losses.append(value)
+        step *= 2.0  # try a longer step next time
+    return {"losses": losses, "gradient_norms": norms}
 
 
 # --- bundling and drawing -----------------------------------------------------------------------
@@ -525,7 +510,7 @@ def fixed_batches(sampler: TrainBatches, count: int, seed: int) -> list[torch.Te
     state = sampler.generator.get_state()
     sampler.seed(seed)
     try:
-        batches = []
+        batches: list[torch.Tensor] = []
         for batch in sampler:
             if len(batches) == count:
                 break
@@ -535,93 +520,131 @@ def fixed_batches(sampler: TrainBatches, count: int, seed: int) -> list[torch.Te
         sampler.generator.set_state(state)
 
 
+SETTINGS: dict[str, Any] = {
+    "draws": 4,  # K fixed draws of the training randomness (0: switched off)
+    "batches": 4,  # fixed training batches
+    "rhos": [0.01, 0.02, 0.05, 0.1],  # relative perturbation sizes
+    "sharpness_draws": 10,  # random perturbations per rho (mean sharpness)
+    "worst_steps": 10,  # projected gradient-ascent steps per rho (worst-case sharpness)
+    "alphas": [round(float(a), 2) for a in np.linspace(-1.0, 1.0, 21)],  # 1-D curve points
+    "lanczos_iterations": 20,  # Hessian-vector products per Lanczos run
+    "top_k": 3,  # top eigenvalues, by Lanczos with deflation
+    "probes": 20,  # Hutchinson probes for the trace
+    "one_d": "zero",  # 1-D parameters (biases) in the curve direction: zero, as Li et al.
+}
+
+
 def analyse(
-    model: nn.Module,
-    batches: Sequence[torch.Tensor],
-    rhos: Sequence[float],
-    draws: int,
-    alphas: Sequence[float],
-    iterations: int,
-    seed: int,
-    tol: float = 1e-3,
-    one_d: str = "zero",
-    hvp_method: str = "auto",
+    model: Recommender, sample: Sequence[torch.Tensor], seed: int, **settings: Any
 ) -> dict[str, Any]:
-    """Sharpness, the 1-D loss curve and the top Hessian eigenvalue of the fixed training loss
-    over ``batches`` (see ``FixedLoss``), as plain JSON-serialisable data. The model is left as
-    it was (parameters, graphs, neighbour tables, train/eval mode, RNG states).
+    """Every measure of the fixed training loss over the batches ``sample`` (see ``FixedLoss`` and
+    ``SETTINGS`` for the knobs, overridable here), as plain JSON-serialisable data. The model is
+    left as it was (parameters, graphs, neighbour tables, train/eval mode, RNG states).
 
     Returns:
-        ``{"model", "n_parameters", "n_batches", "batch_rows", "seed", "fixed", "base_loss",
-        "sharpness", "curve", "hessian"}`` (the last three as returned by ``sharpness``,
-        ``loss_curve`` and ``top_hessian_eigenvalue``).
+        ``{"model", "n_parameters", "settings" (K draws, batches and their rows, seed, ...),
+        "fixed", "base_loss", "gradient_norm", "lambda_max", "lambda_min", "top_eigenvalues",
+        "trace", "trace_stderr", "rho", "sharpness_mean", "sharpness_worst", "alpha", "loss",
+        "details": {sharpness, worst, curvature, curve}}``.
     """
-    with FixedLoss(model, batches, seed) as loss:
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown flatness settings: {sorted(unknown)}")
+    knobs = {**SETTINGS, **settings}
+    loss = FixedLoss(model, sample, seed, draws=int(knobs["draws"]))
+    rhos, alphas = [float(r) for r in knobs["rhos"]], [float(a) for a in knobs["alphas"]]
+    with _perturbable(model) as (params, _):
         base = loss.value()
-        result = {
-            "model": type(model).__name__,
-            "n_parameters": sum(p.numel() for _, p in trainable_parameters(model)),
-            "n_batches": len(loss.batches),
-            "batch_rows": [int(b.shape[1]) for b in loss.batches],
+        gradient_norm = math.sqrt(hessian.dot(*[loss.gradient(params)] * 2))
+    mean = sharpness(loss, model, rhos, int(knobs["sharpness_draws"]), seed)
+    worst = worst_sharpness(loss, model, rhos, int(knobs["worst_steps"]), seed)
+    curve = loss_curve(loss, model, alphas, seed, str(knobs["one_d"]))
+    curv = curvature(
+        loss,
+        model,
+        int(knobs["lanczos_iterations"]),
+        int(knobs["top_k"]),
+        int(knobs["probes"]),
+        seed,
+    )
+    return {
+        "model": type(model).__name__,
+        "n_parameters": sum(p.numel() for _, p in trainable_parameters(model)),
+        "settings": {
+            **knobs,
+            "draws": loss.draws,
             "seed": int(seed),
-            "fixed": list(loss.fixed),
-            "base_loss": base,
-            "sharpness": sharpness(loss, model, rhos, draws, seed),
-            "curve": loss_curve(loss, model, alphas, seed, one_d),
-            "hessian": top_hessian_eigenvalue(
-                loss, model, iterations, tol, seed, method=hvp_method
-            ),
-        }
-    return result
+            "batch_rows": [int(b.shape[1]) for b in loss.batches],
+        },
+        "fixed": loss.fixed,
+        "base_loss": base,
+        "gradient_norm": gradient_norm,
+        "lambda_max": curv["lambda_max"],
+        "lambda_min": curv["lambda_min"],
+        "top_eigenvalues": curv["top_eigenvalues"],
+        "trace": curv["trace"],
+        "trace_stderr": curv["trace_stderr"],
+        "rho": rhos,
+        "sharpness_mean": mean["mean"],
+        "sharpness_worst": worst["increase"],
+        "alpha": alphas,
+        "loss": curve["loss"],
+        "details": {"sharpness": mean, "worst": worst, "curvature": curv, "curve": curve},
+    }
 
 
 def plot(results: Mapping[str, Mapping[str, Any]], path: Path | str, title: str = "") -> None:
-    """A PNG with two panels for several labelled ``analyse`` results (e.g. "MG", "no MG"):
-    mean sharpness ± std vs ρ (log x when every ρ > 0) and the 1-D loss curves L(θ + α d); the
-    top Hessian eigenvalue is given in each label."""
+    """A PNG with three panels for labelled ``analyse`` results (e.g. "MG seed 1 winner"):
+    mean (solid) and worst-case (dashed) sharpness vs ρ, the 1-D loss curves L(θ + α d) − L(θ),
+    and λ_min, λ_max per result."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (sharp_axis, curve_axis) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for label, result in results.items():
-        eigen = result.get("hessian", {}).get("eigenvalue")
-        name = label if eigen is None else f"{label} (λ_max {eigen:.4g})"
-        sharp = result.get("sharpness")
-        if sharp:
-            sharp_axis.errorbar(
-                sharp["rho"], sharp["mean"], yerr=sharp["std"], marker="o", capsize=3, label=name
-            )
-        curve = result.get("curve")
-        if curve:
-            curve_axis.plot(curve["alpha"], curve["loss"], marker=".", label=name)
-    rhos = [r for result in results.values() for r in result.get("sharpness", {}).get("rho", [])]
-    if rhos and min(rhos) > 0:
+    from mgrec.report import save_figure
+
+    fig, (sharp_axis, curve_axis, eigen_axis) = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, result) in enumerate(results.items()):
+        color = colors[index % len(colors)]
+        sharp_axis.plot(result["rho"], result["sharpness_mean"], "o-", color=color, label=label)
+        sharp_axis.plot(result["rho"], result["sharpness_worst"], "s--", color=color)
+        curve = [v - result["base_loss"] for v in result["loss"]]
+        curve_axis.plot(result["alpha"], curve, ".-", color=color, label=label)
+        eigen_axis.plot(
+            [result["lambda_min"], result["lambda_max"]], [index, index], "-|", color=color
+        )
+    if results and min(r for result in results.values() for r in result["rho"]) > 0:
         sharp_axis.set_xscale("log")
     sharp_axis.set_xlabel("ρ (relative perturbation size)")
     sharp_axis.set_ylabel("L(θ + δ) − L(θ)")
-    sharp_axis.set_title("sharpness (mean ± std over draws)", fontsize=9)
+    sharp_axis.set_title("sharpness: mean (solid) and worst-case (dashed)", fontsize=9)
     curve_axis.set_xlabel("α")
-    curve_axis.set_ylabel("training loss L(θ + α d)")
+    curve_axis.set_ylabel("L(θ + α d) − L(θ)")
     curve_axis.set_title("1-D loss curve, filter-normalised direction", fontsize=9)
+    eigen_axis.set_yticks(range(len(results)), list(results), fontsize=7)
+    eigen_axis.axvline(0.0, color="grey", linewidth=0.5)
+    eigen_axis.set_xscale("symlog")
+    eigen_axis.set_xlabel("Hessian eigenvalue")
+    eigen_axis.set_title("[λ_min, λ_max]", fontsize=9)
     for axis in (sharp_axis, curve_axis):
         axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=8)
+    if results:
+        curve_axis.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, Path(path))
 
 
 __all__: list[str] = [
+    "SETTINGS",
     "FixedLoss",
     "analyse",
+    "curvature",
     "default_fd_step",
+    "descend",
     "filter_normalised_direction",
     "fixed_batches",
     "hessian_vector_product",
@@ -629,6 +652,6 @@ __all__: list[str] = [
     "loss_curve",
     "plot",
     "sharpness",
-    "top_hessian_eigenvalue",
     "trainable_parameters",
+    "worst_sharpness",
 ]

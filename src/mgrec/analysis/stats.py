@@ -184,7 +184,8 @@ def compare_metrics(
         raise ValueError("compare_metrics needs at least one per-seed record")
     out: dict[str, dict] = {}
     for metric in metrics:
-        mg, plain = [], []
+        mg: list[float] = []
+        plain: list[float] = []
         for record in per_seed:
             for arm, values in (("mg", mg), ("plain", plain)):
                 try:
@@ -309,3 +310,47 @@ def plot_seeds(
         fig.suptitle(title)
     fig.savefig(path, dpi=120)
     return path
+
+
+def spearman_permutation(
+    x: Sequence[float], y: Sequence[float], permutations: int = 10000, seed: int = 0
+) -> dict[str, Any]:
+    """Spearman's rank correlation of paired samples with a two-sided permutation p-value.
+
+    ρ is Pearson's correlation of the ranks (average ranks for ties). The p-value is the share
+    of ``permutations`` random re-pairings (seeded) with |ρ| at least the observed one, counted
+    as (hits + 1) / (permutations + 1) so it is never 0; with n! <= ``permutations`` every
+    re-pairing is enumerated instead and the p-value is exact. Undefined (None) with fewer than
+    3 pairs or no spread in either sample.
+
+    Returns ``{"rho", "p", "n", "permutations", "exact"}``.
+    """
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError("x and y must be 1-d and of equal length")
+    n = len(xs)
+    result: dict[str, Any] = {"rho": None, "p": None, "n": n, "permutations": 0, "exact": False}
+    if n < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return result
+    rx, ry = stats.rankdata(xs), stats.rankdata(ys)
+
+    def rho_of(ranks: np.ndarray) -> np.ndarray:
+        centred_x = rx - rx.mean()
+        centred = ranks - ranks.mean(axis=-1, keepdims=True)
+        top = (centred * centred_x).sum(axis=-1)
+        return top / np.sqrt((centred**2).sum(axis=-1) * (centred_x**2).sum())
+
+    observed = float(rho_of(ry[None, :])[0])
+    if math.factorial(n) <= permutations:
+        import itertools
+
+        shuffled = np.array([ry[list(p)] for p in itertools.permutations(range(n))])
+        hits = int((np.abs(rho_of(shuffled)) >= abs(observed) - 1e-12).sum())
+        p_value, exact, count = hits / len(shuffled), True, len(shuffled)
+    else:
+        rng = np.random.default_rng(seed)
+        shuffled = np.array([rng.permutation(ry) for _ in range(permutations)])
+        hits = int((np.abs(rho_of(shuffled)) >= abs(observed) - 1e-12).sum())
+        p_value, exact, count = (hits + 1) / (permutations + 1), False, permutations
+    result.update(rho=observed, p=float(p_value), permutations=count, exact=exact)
+    return result

@@ -12,15 +12,14 @@ It exists so that everything runs without a download; numbers on it say nothing 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mgrec import atomic
 from mgrec.data.split import split_labels
 
 EMBEDDED_NAME = "synthetic"
@@ -104,24 +103,28 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> tuple[pd.DataFrame, np.nd
 def write_dataset(
     folder: Path, name: str, inter: pd.DataFrame, image: np.ndarray, text: np.ndarray
 ) -> Path:
-    """Write a dataset folder atomically (built beside the target, then renamed into place)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
+    """Write a dataset folder atomically (built beside the target, then renamed into place);
+    ``FileExistsError`` if another process created it meanwhile."""
+    with atomic.atomic_dir(Path(folder)) as tmp:
         inter.to_csv(tmp / f"{name}.inter", sep="\t", index=False)
         np.save(tmp / "image_feat.npy", image)
         np.save(tmp / "text_feat.npy", text)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def ensure_embedded(data_path: Path) -> Path:
-    """Create the embedded dataset under ``data_path`` if it is not there yet; return its folder."""
+    """Create the embedded dataset under ``data_path`` if it is not there yet; return its folder.
+
+    Safe when several processes start at once on a fresh ``data_path``: they serialise on a lock
+    file, and the generation is deterministic, so whoever writes it writes the same files.
+    """
     folder = Path(data_path) / EMBEDDED_NAME
-    if not (folder / f"{EMBEDDED_NAME}.inter").is_file():
-        write_dataset(folder, EMBEDDED_NAME, *generate())
+    if (folder / f"{EMBEDDED_NAME}.inter").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{EMBEDDED_NAME}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / f"{EMBEDDED_NAME}.inter").is_file():
+            atomic.remove_stale_temps(folder.parent)
+            write_dataset(folder, EMBEDDED_NAME, *generate())
     return folder

@@ -7,24 +7,29 @@ a quadratic Python loop (~148 GB for Elec); here it is a sparse product A A^T co
 chunks whose work is bounded, so memory stays in the low GBs at any scale.
 
 The reference's file is a pickled dict ``{user: [neighbour ids, weights]}`` (Python lists,
-weights as floats, sorted by weight descending). A pickle can run code when loaded, so mgrec loads
-one only from the dataset folder the user named, and keeps its own cache as plain ``.npz`` arrays.
+weights as floats, sorted by weight descending). A pickle can run code when loaded, so mgrec reads
+it with a restricted unpickler that admits only what that format needs (dicts, lists, numbers,
+numeric NumPy arrays and scalars) and refuses anything else, and keeps its own cache as plain
+``.npz`` arrays.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
+from mgrec import atomic
 from mgrec.data.cache import Cache
-from mgrec.data.dataset import RecData, content_hash
+from mgrec.data.dataset import RecData, content_hash, file_digest
 from mgrec.errors import UserError
 
 TOP_NEIGHBOURS = 200
@@ -50,6 +55,28 @@ class UserGraph:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"neighbours": self.neighbours, "weights": self.weights, "lengths": self.lengths}
+
+
+def check_arrays(n_users: int) -> Callable[[dict[str, np.ndarray]], str | None]:
+    """A check for a cached graph of ``n_users`` users: None when sound, else what is wrong."""
+
+    def check(arrays: dict[str, np.ndarray]) -> str | None:
+        if set(arrays) != {"neighbours", "weights", "lengths"}:
+            return f"arrays {sorted(arrays)}"
+        ids, weights, lengths = arrays["neighbours"], arrays["weights"], arrays["lengths"]
+        if ids.ndim != 2 or ids.shape[0] != n_users or weights.shape != ids.shape:
+            return f"shapes {ids.shape}, {weights.shape} for {n_users} users"
+        if lengths.shape != (n_users,) or lengths.min(initial=0) < 0:
+            return "lengths"
+        if lengths.max(initial=0) > ids.shape[1]:
+            return "lengths beyond the table"
+        if ids.size and (ids.min() < 0 or ids.max() >= n_users):
+            return "neighbour ids out of range"
+        if not np.isfinite(weights).all():
+            return "non-finite weights"
+        return None
+
+    return check
 
 
 def build(
@@ -164,32 +191,93 @@ def from_reference_dict(mapping: object, n_users: int, source: str) -> UserGraph
     return UserGraph(neighbours, weights, lengths)
 
 
-def load_reference(path: Path, n_users: int) -> UserGraph:
-    """Load a reference ``user_graph_dict.npy`` (a pickle: only from the user's dataset folder)."""
+class RefusedPickle(Exception):
+    """The pickle asked for something a user-graph file never holds."""
+
+
+def _numeric_dtype(*args: Any) -> np.dtype:
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biufc" and dtype != np.dtype(object):
+        raise RefusedPickle(f"a NumPy dtype {dtype}")
+    return dtype
+
+
+def _array(cls: Any, *args: Any) -> Any:
+    if cls is not np.ndarray:
+        raise RefusedPickle(f"an array of class {cls!r}")
+    return np.ndarray.__new__(np.ndarray, *args)
+
+
+def _scalar(dtype: Any, *args: Any) -> Any:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc":
+        raise RefusedPickle(f"a NumPy scalar of {dtype!r}")
+    return np.frombuffer(args[0], dtype=dtype)[0] if args else dtype.type()
+
+
+# The globals a pickled object array of dicts, lists and numbers refers to (NumPy 1 and 2 names).
+_ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
+    ("numpy", "ndarray"): np.ndarray,  # only ever passed to _reconstruct, which checks it
+    ("numpy", "dtype"): _numeric_dtype,
+    **{(m, "_reconstruct"): _array for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "scalar"): _scalar for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+}
+
+
+class _GraphUnpickler(pickle.Unpickler):
+    """Admits only ``_ALLOWED``: array reconstruction, dtypes (numeric, or ``object`` for the
+    outer array) and numeric scalars. Anything else raises ``RefusedPickle`` before it runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            raise RefusedPickle(f"{module}.{name}")
+        return found
+
+
+def read_reference_pickle(path: Path) -> object:
+    """The object stored in a pickled ``.npy`` file, read with the restricted unpickler."""
     try:
-        mapping = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, EOFError) as exc:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                _, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f".npy format version {version}")
+            if not dtype.hasobject:
+                raise ValueError(f"an array of {dtype}, not a pickled dict")
+            payload = handle.read()
+        loaded = _GraphUnpickler(io.BytesIO(payload)).load()
+    except RefusedPickle as exc:
         raise UserError(
-            f"{path}: cannot be read as the reference's pickled user-graph dict ({exc})"
+            f"{path}: refused: the pickle asks for {exc}, which a user-graph file never holds "
+            "(loading it could run code); delete the file and let mgrec build the graph, or "
+            "rebuild it with --build_user_graph --force"
         ) from exc
-    return from_reference_dict(mapping, n_users, str(path))
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, TypeError, IndexError) as exc:
+        raise UserError(
+            f"{path}: cannot be read as the reference's pickled user-graph dict (truncated or "
+            f"corrupt: {exc}); rebuild it with --build_user_graph --force"
+        ) from exc
+    if isinstance(loaded, np.ndarray) and loaded.shape == ():
+        return loaded.item()
+    return loaded
+
+
+def load_reference(path: Path, n_users: int) -> UserGraph:
+    """Load a reference ``user_graph_dict.npy`` safely (see ``read_reference_pickle``)."""
+    return from_reference_dict(read_reference_pickle(path), n_users, str(path))
 
 
 def save_reference(path: Path, graph: UserGraph) -> None:
     """Write ``graph`` in the reference's pickled-dict format, atomically."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
-    os.close(handle)
-    try:
-        np.save(tmp, to_reference_dict(graph), allow_pickle=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic.atomic_open(Path(path), "wb") as handle:
+        np.save(handle, np.array(to_reference_dict(graph), dtype=object), allow_pickle=True)
 
 
 def sample_neighbours(
-    graph: UserGraph, k: int, rng: np.random.RandomState | None = None
+    graph: UserGraph, k: int, rng: np.random.RandomState | None = None, draw: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """One epoch's neighbour table, as DualGNN/DRAGON's ``pre_epoch_processing``.
 
@@ -197,6 +285,9 @@ def sample_neighbours(
     ``k`` by repeatedly appending a uniformly random entry of their growing list (so padded
     entries can be drawn again), redrawn every epoch. Weights are the softmax of the (padded)
     raw weights; users without neighbours get neighbour 0 with weight 0.
+
+    ``draw`` False pads without randomness: position p repeats entry p mod length (used when a
+    model's training randomness is switched off for analysis).
 
     Returns:
         ``(ids int64 [U, k], weights float32 [U, k])``.
@@ -215,7 +306,10 @@ def sample_neighbours(
     for position in range(int(lengths[padded].min()) if len(padded) else k, k):
         rows = padded[lengths[padded] <= position]
         # the list has `position` entries now; choose one of them uniformly
-        pick = (uniform(len(rows)) * position).astype(np.int64)
+        if draw:
+            pick = (uniform(len(rows)) * position).astype(np.int64)
+        else:
+            pick = position % lengths[rows]
         ids[rows, position] = ids[rows, pick]
         raw[rows, position] = raw[rows, pick]
     weights = torch.softmax(torch.from_numpy(raw), dim=1).numpy()  # the reference's float32 softmax
@@ -225,23 +319,31 @@ def sample_neighbours(
 
 
 def for_dataset(
-    data: RecData, file_name: str, cache: Cache, progress: bool = True
+    data: RecData, file_name: str, cache: Cache | None, progress: bool = True
 ) -> tuple[UserGraph, str]:
     """The user graph of a dataset: its own ``file_name`` when the folder has one (the reference's
-    pickle, loaded from the folder the user named), else built from the training split into the
-    cache (plain arrays). Returns the graph and a line saying where it came from."""
+    pickle, read safely; its fingerprint is added to ``data.sources``), else built from the
+    training split into the cache (plain arrays; not stored when ``cache`` is None). Returns
+    the graph and a line saying where it came from."""
     path = data.path / file_name
     if path.is_file():
-        return load_reference(path, data.n_users), f"user graph: {path}"
+        graph = load_reference(path, data.n_users)
+        data.sources["user_graph"] = file_digest(path)
+        return graph, f"user graph: {path}"
+
+    def make() -> dict[str, np.ndarray]:
+        return build(data.train.users, data.train.items, data.n_users, progress=progress).arrays()
+
+    if cache is None:
+        return UserGraph(**make()), "user graph: built from the training split (not cached)"
     params = {
         "train": content_hash(data.train.users, data.train.items),
         "n_users": data.n_users,
         "top": TOP_NEIGHBOURS,
     }
-    arrays = cache.get_or_build(
-        "user-graph",
-        params,
-        lambda: build(data.train.users, data.train.items, data.n_users, progress=progress).arrays(),
+    arrays = cache.get_or_build("user-graph", params, make, check=check_arrays(data.n_users))
+    where = (
+        f"user graph: built from the training split into {cache.path('user-graph', params)} "
+        f"({path.name} not in the dataset folder)"
     )
-    where = f"user graph: built from the training split into {cache.path('user-graph', params)} ({path.name} not in the dataset folder)"
     return UserGraph(**arrays), where

@@ -1,0 +1,357 @@
+"""Running a grid's trials on Ray (``executor: ray``): each combination is one Ray task.
+
+The driver (the ``mgrec`` command) does what the local executor does (claims, results lines,
+summaries, the index), and hands the training itself to Ray: one task per combination, declared
+with ``cpus_per_trial`` and ``gpus_per_trial`` (a fraction such as 0.25 packs four trials on a
+GPU), retried up to ``max_retries`` times when its worker or node dies. A retried trial continues
+from its last saved training state. Workers write a trial's files (metrics, training state,
+checkpoint) straight into the run folder, so ``results_dir``, ``checkpoint_dir`` and ``data_path``
+must be storage every node can read and write (a shared file system on a cluster); the driver
+draws the curves and records the results line when a task returns.
+
+``ray_address`` joins an existing cluster (``auto``, ``host:port`` or ``ray://...``); without it
+a private local instance sized to the machine is started (``address="local"``: never someone
+else's cluster) and stopped at the end. Everything Ray does here stays on the addresses the
+cluster uses; a local instance, and a cluster on 127.0.0.1, stay on loopback (see
+docs/ray-notes.md for the settings that make Ray keep that address).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import math
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mgrec.errors import UserError
+from mgrec.paths import PACKAGE_DIR, project_path
+from mgrec.provenance import code_fingerprint
+
+log = logging.getLogger("mgrec")
+RAY_MISSING = 'executor: ray needs Ray: pip install -e ".[ray]" (or pip install "ray>=2.60,<2.61")'
+# Trial paths resolved in the driver, so a worker with another working directory finds them.
+FOLDER_KEYS = ("data_path", "cache_dir", "results_dir", "checkpoint_dir")
+_worker_builder: Any = None  # each worker process keeps one ExperimentBuilder (data loaded once)
+
+
+def _import_ray() -> Any:
+    """``import ray`` with the environment that keeps it on the addresses it is given."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Keep a loopback node address literal (Ray otherwise rewrites 127.0.0.1 into the machine's
+    # other interface and listens on all of them).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError(RAY_MISSING) from exc
+    return ray
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def ray_session(config: Mapping[str, Any]) -> Iterator[Any]:
+    """Ray, initialised for this driver: connected to ``ray_address`` or a private local instance
+    started for the run (and stopped, with its files, at the end)."""
+    ray = _import_ray()
+    import ray._private.ray_constants as ray_constants
+
+    if ray.is_initialized():  # a caller (a test, a notebook) connected already
+        yield ray
+        return
+    address = config.get("ray_address")
+    runtime_env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+    common: dict[str, Any] = dict(
+        include_dashboard=False, log_to_driver=False, configure_logging=False,
+        runtime_env=runtime_env,
+    )  # fmt: skip
+    scratch = None
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    saved_env = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "HOME")}
+    try:
+        if address:
+            if _is_loopback(str(address)):  # a cluster on this machine: the driver stays there too
+                ray_constants.ENABLE_RAY_CLUSTER = False
+                common["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=str(address), **common)
+        else:
+            ray_constants.ENABLE_RAY_CLUSTER = (
+                False  # keep 127.0.0.1 (even if ray was imported first)
+            )
+            scratch = Path(tempfile.mkdtemp(prefix="mgr", dir="/tmp"))  # short: socket paths
+            if "RAY_AUTH_MODE" not in os.environ:  # (a mode set by the user is kept)
+                token = scratch / "auth_token"
+                token.write_text(secrets.token_hex(32))
+                os.environ["RAY_AUTH_MODE"] = "token"  # other local users cannot submit to it
+                os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)  # and nothing is written to ~/.ray
+            # With this file in HOME, Ray's dashboard process does not ask cloud metadata
+            # servers which cloud it runs on (the trials get the real HOME back).
+            stub = scratch / "home"
+            stub.mkdir()
+            (stub / "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
+            runtime_env["env_vars"]["HOME"] = saved_env["HOME"] or ""
+            os.environ["HOME"] = str(stub)
+            import torch
+
+            ray.init(
+                address="local", num_cpus=os.cpu_count() or 1,
+                num_gpus=torch.cuda.device_count() if config.get("use_gpu") else 0,
+                _node_ip_address="127.0.0.1", _temp_dir=str(scratch),
+                object_store_memory=256 * 2**20, **common,
+            )  # fmt: skip
+            _restore_env({"HOME": saved_env["HOME"]})
+        yield ray
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if ray.is_initialized():
+            ray.shutdown()
+        _restore_env(saved_env)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _restore_env(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _pythonpath() -> str:
+    """Workers import this mgrec (a checkout's src/, or the installed package's folder)."""
+    existing = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(PACKAGE_DIR.parent), *([existing] if existing else [])])
+
+
+def resolved(combo: Mapping[str, Any]) -> dict[str, Any]:
+    """``combo`` with its folder keys made absolute here, for a worker elsewhere."""
+    out = dict(combo)
+    for key in FOLDER_KEYS:
+        if out.get(key) is not None:
+            out[key] = str(project_path(out[key]))
+    return out
+
+
+def trial_task(
+    combo: dict[str, Any], number: int, folder: str, checkpoint: str, threads: int
+) -> dict[str, Any]:
+    """What a Ray worker runs for one combination: build its experiment (this worker's builder
+    keeps the data of earlier tasks), train it with the trial code of the local executor, and
+    return the results row, the epoch history and the trial's log lines. A user error (the data
+    not visible from this node, say) comes back as one line naming the node."""
+    global _worker_builder
+    import torch
+
+    from mgrec.experiment import ExperimentBuilder
+    from mgrec.trial import TrialFiles
+    from mgrec.trial import run as run_trial
+
+    lines: list[str] = []
+    handler = _ListHandler(lines, f"[combo-{number:03d}] ")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        if combo.get("threads") is None:
+            torch.set_num_threads(max(1, threads))
+        combo = {**combo, "use_gpu": _has_gpu()}  # the device follows what Ray assigned
+        if _worker_builder is None:
+            _worker_builder = ExperimentBuilder()
+        try:
+            experiment = _worker_builder.build(combo)
+            files = TrialFiles(number, Path(folder), Path(checkpoint))
+            row, history = run_trial(experiment, files, quiet=True)
+        except UserError as error:
+            note = " (with executor ray, data_path, results_dir and checkpoint_dir must be shared storage every node can use)"
+            return {"error": f"on {socket.gethostname()}: {error}{note}", "log": lines}
+        return {"row": row, "history": history, "log": lines}
+    finally:
+        log.removeHandler(handler)
+
+
+def _has_gpu() -> bool:
+    """Whether Ray gave this task a GPU (False outside a Ray worker)."""
+    import ray
+
+    # (ray.get_gpu_ids would start a Ray instance in a process that has none)
+    return ray.is_initialized() and bool(ray.get_gpu_ids())
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list[str], prefix: str) -> None:
+        super().__init__(logging.INFO)
+        self.lines, self.prefix = lines, prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.prefix + record.getMessage())
+
+
+def resources(config: Mapping[str, Any], cluster_gpus: float) -> tuple[float, float]:
+    """(cpus, gpus) each trial asks Ray for: ``cpus_per_trial``; ``gpus_per_trial``, or, when it
+    is not set, one GPU if ``use_gpu`` and the cluster has any, else none."""
+    cpus = float(config.get("cpus_per_trial") or 1)
+    gpus = config.get("gpus_per_trial")
+    if gpus is None:
+        gpus = 1.0 if config.get("use_gpu") and cluster_gpus > 0 else 0.0
+    if cpus <= 0 or float(gpus) < 0:
+        raise UserError(
+            f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got {cpus} and {gpus}"
+        )
+    return cpus, float(gpus)
+
+
+def concurrency(cpus: float, gpus: float, cluster_cpus: float, cluster_gpus: float) -> int:
+    """How many trials the resources let run at once."""
+    fit = math.floor(cluster_cpus / cpus + 1e-9)
+    if gpus > 0:
+        fit = min(fit, math.floor(cluster_gpus / gpus + 1e-9))
+    return max(fit, 0)
+
+
+def run_on_ray(
+    grids: Sequence[Any],
+    builder: Any,
+    config: Mapping[str, Any],
+    quiet: bool = False,
+    on_trial: Callable[[Mapping[str, Any]], None] | None = None,
+) -> list[str]:
+    """Train what ``grids`` (``runner.Grid``) have left as Ray tasks; returns the failures (one
+    line each). Combinations other processes hold are waited for, then submitted if still
+    unfinished. Ctrl-C cancels every task of this run and releases its claims."""
+    with ray_session(config) as ray:
+        total = ray.cluster_resources()
+        cluster_cpus, cluster_gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+        cpus, gpus = resources(config, cluster_gpus)
+        if concurrency(cpus, gpus, cluster_cpus, cluster_gpus) < 1:
+            raise UserError(
+                f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but the Ray cluster has "
+                f"{cluster_cpus:g} CPUs and {cluster_gpus:g} GPUs: lower cpus_per_trial/gpus_per_trial"
+            )
+        remote = ray.remote(trial_task).options(
+            num_cpus=cpus, num_gpus=gpus, max_retries=int(config.get("max_retries", 2))
+        )
+        return _drive(ray, remote, grids, builder, cpus, quiet, on_trial)
+
+
+def _drive(
+    ray: Any, remote: Any, grids: Sequence[Any], builder: Any, cpus: float, quiet: bool,
+    on_trial: Callable[[Mapping[str, Any]], None] | None,
+) -> list[str]:  # fmt: skip
+    from mgrec.runner import log_into
+
+    all_combos = sum(len(g.combos) for g in grids)
+    bar = tqdm(
+        total=all_combos, initial=sum(len(g.results) for g in grids), desc="grid (ray)",
+        unit="combo", dynamic_ncols=True, disable=True if quiet else None,
+    )  # fmt: skip
+    pending: dict[Any, tuple[Any, str, Any]] = {}
+    waiting: list[tuple[Any, dict[str, Any], str]] = []
+    failures: list[str] = []
+
+    def done(grid: Any, key: str) -> None:
+        bar.update(1)
+        if on_trial:
+            on_trial(grid.results[key])
+
+    def submit(grid: Any, combo: dict[str, Any], key: str, claim: Any) -> None:
+        row = grid.current(key, builder, combo)
+        if row is not None:  # finished meanwhile by another process
+            grid.results[key] = row
+            claim.release()
+            done(grid, key)
+            return
+        files = grid.files(key)
+        with log_into(grid.run):
+            grid.announce(combo, key)
+        ref = remote.remote(
+            resolved(combo), files.number, str(files.folder), str(files.checkpoint), int(cpus)
+        )
+        pending[ref] = (grid, key, claim)
+
+    def collect(ref: Any) -> None:
+        grid, key, claim = pending.pop(ref)
+        number = grid.numbers[key]
+        try:
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # the task failed after its retries (a crash, not a UserError)
+                failures.append(
+                    f"combo-{number:03d}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                )
+                return
+            _append_log(grid.run.path / "train.log", result.get("log", []))
+            if "error" in result:
+                failures.append(f"combo-{number:03d}: {result['error']}")
+                with log_into(grid.run):
+                    log.warning(f"combo-{number:03d} failed {result['error']}")
+                return
+            with log_into(grid.run):
+                if result["row"].get("code") != code_fingerprint():
+                    log.warning(
+                        f"warning: combo-{number:03d} was trained by other code on its worker "
+                        f"({result['row'].get('code')}, here {code_fingerprint()}): run the same "
+                        "mgrec on the driver and every node (a re-run will retrain it)"
+                    )
+                grid.finish(key, result["row"], result["history"])
+            done(grid, key)
+        finally:
+            claim.release()
+
+    try:
+        for grid in grids:
+            for combo, key in grid.todo:
+                claim = grid.run.claim(grid.numbers[key])
+                if claim is None:
+                    waiting.append((grid, combo, key))
+                else:
+                    submit(grid, combo, key, claim)
+        while pending or waiting:
+            for item in list(waiting):  # held by another process: ours once it lets go
+                grid, combo, key = item
+                claim = grid.run.claim(grid.numbers[key])
+                if claim is not None:
+                    waiting.remove(item)
+                    submit(grid, combo, key, claim)
+            if pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    collect(ref)
+            elif waiting:
+                time.sleep(0.5)
+    except BaseException:
+        for ref, (_, _, claim) in list(pending.items()):
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+            claim.release()
+        raise
+    finally:
+        bar.close()
+    return failures
+
+
+def _append_log(path: Path, lines: Sequence[str]) -> None:
+    """Add a worker's log lines to the run's train.log (a log that cannot be written is left)."""
+    if not lines:
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(f"{stamp} {line}\n" for line in lines))
