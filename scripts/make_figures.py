@@ -62,42 +62,90 @@ def mg_schedule(path: Path, n_batches: int = 8, beta: int = 3) -> None:
 
 
 def dataflow(path: Path) -> None:
+    """The layers and where one trial starts and ends (a dashed frame)."""
     boxes = {
-        "config": (0.0, 3.0, "configs/*.yaml\n+ --config, --key=value\n(config.py)"),
-        "data": (0.0, 1.5, "data/<name>/ (MMRec layout)\nload + validate\n(data/dataset.py)"),
-        "batches": (3.3, 1.5, "TrainBatches\nshuffle + negatives on device\n(data/sampler.py)"),
-        "model": (
-            3.3,
-            3.0,
-            "Recommender (models/*.py)\ngraphs.py, frozen kNN graph\n-> cache/ (data/cache.py)",
+        "config": (
+            0.0,
+            4.2,
+            "configs/*.yaml + --config, --key=value\nconfig.py: layered, validated;\nthe grid: one dict per combination",
         ),
-        "trainer": (6.6, 3.0, "Trainer\nMG / plain steps, early stop\n(trainer.py)"),
-        "evaluator": (6.6, 1.5, "Evaluator\nfull ranking, metrics\n(evaluator.py, metrics.py)"),
         "runner": (
-            9.9,
-            2.25,
-            "runner.py: grid, results/,\ncheckpoints/, --resume,\ntables and plots (report.py)",
+            0.0,
+            2.4,
+            "runner.py: the grid loop\nstore.py: run folder, claims,\nresults.jsonl (one line each)",
+        ),
+        "executor": (
+            0.0,
+            0.6,
+            "executor: local (in order)\nor ray (executors.py:\none Ray task per combination)",
+        ),
+        "experiment": (
+            3.6,
+            4.2,
+            "experiment.py (composition root)\ndata, device, evaluators,\nbatches, model inputs, model",
+        ),
+        "data": (
+            7.2,
+            4.2,
+            "data/: MMRec layout, validated,\nfingerprinted; sampler; cache/\n(kNN and user graphs)",
+        ),
+        "trial": (
+            3.6,
+            2.4,
+            "trial.py: train one combination\nmetrics.jsonl, training_state.pth\n(resume), checkpoint -> row",
+        ),
+        "trainer": (
+            7.2,
+            2.4,
+            "trainer.py: MG / plain steps,\nearly stopping, FitProgress\n(knows no model)",
+        ),
+        "models": (
+            10.8,
+            3.3,
+            "models/*.py: Recommender\nloss, scorer, randomness\n(graphs.py shared)",
+        ),
+        "evaluator": (
+            7.2,
+            0.6,
+            "evaluator.py, metrics.py\nfull ranking in blocks\n(knows no training)",
+        ),
+        "report": (
+            3.6,
+            0.6,
+            "report.py, tables.py\nsummary.md, winners, plots,\nresults/index.csv, mgrec table",
+        ),
+        "studies": (
+            10.8,
+            0.6,
+            "study.py, robustness.py,\nanalysis/ (stats, flatness,\nhessian): built on grid runs",
         ),
     }
     arrows = [
-        ("config", "model"), ("data", "batches"), ("data", "model"), ("batches", "trainer"),
-        ("model", "trainer"), ("model", "evaluator"), ("evaluator", "trainer"), ("trainer", "runner"),
-        ("evaluator", "runner"), ("config", "data"),
+        ("config", "runner"), ("runner", "executor"), ("executor", "trial"), ("config", "experiment"),
+        ("data", "experiment"), ("experiment", "trial"), ("trial", "trainer"), ("trainer", "models"),
+        ("trial", "evaluator"), ("evaluator", "models"), ("trial", "runner"), ("runner", "report"),
+        ("studies", "runner"), ("experiment", "models"),
     ]  # fmt: skip
-    fig, ax = plt.subplots(figsize=(11, 4.2), dpi=120)
-    width, height = 2.7, 1.0
-    for x, y, text in boxes.values():
+    fig, ax = plt.subplots(figsize=(13, 5.6), dpi=120)
+    width, height = 3.1, 1.15
+    for name, (x, y, text) in boxes.items():
+        face = "#fff3e0" if name in ("trial", "experiment") else "#edf6f9"
         ax.add_patch(
-            FancyBboxPatch(
-                (x, y), width, height, boxstyle="round,pad=0.05", fc="#edf6f9", ec="#006d77"
-            )
+            FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05", fc=face, ec="#006d77")
         )
-        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=7.5)
+        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=7)
+    # One trial: from the combination's config to its results row.
+    ax.add_patch(
+        FancyBboxPatch((3.45, 2.2), 7.25, 3.4, boxstyle="round,pad=0.05", fc="none", ec="#bc6c25",
+                       linestyle="--")
+    )  # fmt: skip
+    ax.text(3.55, 5.45, "one trial: a combination's config in -> its results row and checkpoint out "
+            "(a Ray task runs exactly this)", fontsize=7.5, color="#bc6c25")  # fmt: skip
 
     def exit_fraction(dx: float, dy: float) -> float:
         """Fraction of the centre-to-centre vector at which it leaves a box (plus a margin)."""
-        limits = [(width / 2 + 0.12) / abs(dx) if dx else float("inf"),
-                  (height / 2 + 0.12) / abs(dy) if dy else float("inf")]  # fmt: skip
+        limits = [(width / 2 + 0.1) / abs(dx) if dx else float("inf"),
+                  (height / 2 + 0.1) / abs(dy) if dy else float("inf")]  # fmt: skip
         return min(limits)
 
     for a, b in arrows:
@@ -107,10 +155,10 @@ def dataflow(path: Path) -> None:
         f = exit_fraction(dx, dy)
         start, end = (ca[0] + f * dx, ca[1] + f * dy), (cb[0] - f * dx, cb[1] - f * dy)
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color="#555"))
-    ax.text(0.0, 4.3, "mgrec: how data flows (the trainer never sees a model's internals; "
+    ax.text(0.0, 5.95, "mgrec: layers and data flow (the trainer never sees a model's internals; "
             "the evaluator never sees training)", fontsize=9)  # fmt: skip
-    ax.set_xlim(-0.2, 12.8)
-    ax.set_ylim(1.2, 4.5)
+    ax.set_xlim(-0.2, 14.1)
+    ax.set_ylim(0.4, 6.2)
     ax.axis("off")
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
