@@ -41,8 +41,9 @@ width; every product forward and backward unless marked "weight grad only"):
   64]; two propagations over the user-item graph at width 128 (both branches); the user graph
   (top-40 per user) at width 64.
 - SLMRec: the image and text projections of all items (weight grad only), ``layer_num``
-  propagations at width 3d, the user / item fusion layers on the batch rows, the [B, d] x [d, B]
-  logits and the FAC heads and logits on the batch rows.
+  propagations at width 3d, the user fusion layer on the batch rows and the item one on the
+  batch's n distinct positives, the [B, d] x [d, n] logits, and the FAC heads and [n, n] logits
+  (a repeated positive is one logit column, counted).
 - BM3: ``n_layers`` propagations at width d, the text and image projections of the batch's
   distinct items (trainable tables: input and weight grads), the predictor on the batch's user
   and item rows and on the projected feature rows.
@@ -108,6 +109,8 @@ class Workload:
         distinct_items: distinct item ids each batch reads (positives and negatives; positives
             only when the model samples none), one per batch; None: estimated as
             min(rows * item rows per row, I).
+        distinct_positives: distinct positive items of each batch (SLMRec's losses need one
+            logit column per distinct item, counted); None: the batch's rows.
         pairs: distinct (user, item) training pairs (default: E).
         dv, dt: image / text feature widths (None: the modality is absent).
         graph_nnz: stored entries of the model's graphs, by the model's attribute name
@@ -120,6 +123,7 @@ class Workload:
     train_rows: int
     batch_rows: Sequence[int]
     distinct_items: Sequence[int] | None = None
+    distinct_positives: Sequence[int] | None = None
     pairs: int | None = None
     dv: int | None = 4096
     dt: int | None = 384
@@ -146,6 +150,11 @@ class Workload:
         if self.distinct_items is not None:
             return int(self.distinct_items[batch])
         return min(per_row * int(self.batch_rows[batch]), self.n_items)
+
+    def positives(self, batch: int) -> int:
+        if self.distinct_positives is not None:
+            return int(self.distinct_positives[batch])
+        return min(int(self.batch_rows[batch]), self.n_items)
 
     def nnz(self, name: str, default: int) -> int:
         return int(self.graph_nnz.get(name, default))
@@ -257,12 +266,16 @@ def _slmrec(w: Workload, c: Mapping[str, Any], b: int) -> list[Op]:
     nnz = w.nnz("norm_adj", 2 * w.n_pairs)
     for _ in range(int(_cfg(c, "layer_num", 3))):
         ops += spmm("A @ X (3d wide)", w.n_nodes, w.n_nodes, nnz, 3 * d)
-    ops += linear("fusion layers (batch rows)", rows, fused, d, rows) * 2
-    ops += matmul("in-batch logits", rows, d, rows)
-    ops += linear("FAC heads d -> d", rows, d, d, rows) * 3
-    ops += linear("FAC heads d -> d/2", rows, d, d // 2, rows) * 2
-    ops += matmul("FAC logits (image)", rows, d, rows)
-    ops += matmul("FAC logits (text)", rows, d // 2, rows)
+    # The losses read one logit column per distinct positive item (a repeated item is the same
+    # column, counted), so n = distinct positives, not B, sets their size.
+    n = w.positives(b)
+    ops += linear("user fusion layer (batch rows)", rows, fused, d, rows)
+    ops += linear("item fusion layer (distinct positives)", n, fused, d, n)
+    ops += matmul("in-batch logits", rows, d, n)
+    ops += linear("FAC heads d -> d", n, d, d, n) * 3
+    ops += linear("FAC heads d -> d/2", n, d, d // 2, n) * 2
+    ops += matmul("FAC logits (image)", n, d, n)
+    ops += matmul("FAC logits (text)", n, d // 2, n)
     return ops
 
 

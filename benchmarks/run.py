@@ -233,15 +233,16 @@ def graph_nnz(model: Recommender) -> dict[str, int]:
 def workload(built: Built) -> floors.Workload:
     """The epoch's shapes for the floor: sizes, one sampled epoch's batches (rows and distinct
     items each) and the model's graphs after one ``pre_epoch_processing``."""
-    distinct, rows = [], []
+    distinct, positives, rows = [], [], []
     for batch in built.batches:
         rows.append(batch.shape[1])
         distinct.append(int(torch.unique(batch[1:]).numel()))
+        positives.append(int(torch.unique(batch[1]).numel()))
     pairs = len(np.unique(built.train_users.astype(np.int64) * built.n_items + built.train_items))
     built.model.pre_epoch_processing()
     return floors.Workload(
         n_users=built.n_users, n_items=built.n_items, train_rows=len(built.train_users),
-        batch_rows=rows, distinct_items=distinct, pairs=pairs,
+        batch_rows=rows, distinct_items=distinct, distinct_positives=positives, pairs=pairs,
         dv=built.dv, dt=built.dt,
         graph_nnz=graph_nnz(built.model),
     )  # fmt: skip

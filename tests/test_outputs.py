@@ -233,3 +233,20 @@ def test_the_test_masking_rule_is_a_choice_and_is_named(tiny, tmp_path, capsys):
     summaries = [p.read_text() for p in (tmp_path / "results" / "tiny").glob("*/summary.md")]
     assert len(summaries) == 2  # the rule is part of a run's identity: two run folders
     assert sum("masks training and validation items (RecBole's rule)" in s for s in summaries) == 1
+
+
+def test_files_get_the_usual_permissions(tiny, tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (
+        main(
+            train(tmp_path, tiny, "FREEDOM", "--reg_weight=0.001", "--dropout=0.5", "--alpha2=0.2")
+        )
+        == 0
+    )
+    written = [*(tmp_path / "ckpt").rglob("*.pth"), *(tmp_path / "cache").glob("*.npz"),
+               *(tmp_path / "results").rglob("*.jsonl"), *(tmp_path / "results").rglob("*.png")]  # fmt: skip
+    assert len(written) >= 4
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o666 & ~mask)}

@@ -626,3 +626,9 @@ def test_embedded_dataset_helper_writes_once(tmp_path):
         ensure_embedded(tmp_path) == first
         and (first / "synthetic.inter").stat().st_mtime_ns == stamp
     )
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(tiny, tmp_path, capsys):
+    assert main(vbpr(tmp_path, tiny, "--results_dir=/proc/mgrec-results")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/proc/mgrec-results" in err and "Traceback" not in err

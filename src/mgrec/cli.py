@@ -32,7 +32,6 @@ from mgrec.paths import user_path
 
 DEFAULT_MODEL = "DRAGON"
 DEFAULT_DATASET = "synthetic"
-SUBCOMMANDS = ("prepare", "table", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,11 +165,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.study:
         from mgrec import study
 
-        report = study.run_study(
+        study.run_study(
             model, dataset, args.seeds, config_files, overrides,
             robustness=args.robustness, flatness=args.flatness, output=output, dry_run=args.dry_run,
         )  # fmt: skip
-        return 0 if report is not None else 0
+        return 0
     if args.build_user_graph:
         config = configuration.load_config(
             model, dataset, mg=False, config_files=config_files, overrides=overrides
