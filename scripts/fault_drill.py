@@ -75,7 +75,9 @@ def main() -> None:
         while True:
             process = subprocess.Popen(command(args, drilled), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if kills < args.kills:
-                time.sleep(chance.uniform(0.5, max(1.0, one_run)))
+                # Kill within the first few seconds after start-up (~3 s): each resumed run has
+                # less left to do, so a late kill would often find it finished.
+                time.sleep(chance.uniform(2.5, 4.5))
                 if process.poll() is None:
                     process.send_signal(signal.SIGKILL)
                     process.wait()
