@@ -44,14 +44,18 @@ def rows(out: Path) -> dict[str, dict]:
             if row["key"] in found:
                 raise SystemExit(f"LOST: {row['key']} recorded twice")
             found[row["key"]] = {k: row[k] for k in COMPARED}
-            epochs = [json.loads(x)["epoch"] for x in (Path(row["folder"]) / "metrics.jsonl").open()]
+            epochs = [
+                json.loads(x)["epoch"] for x in (Path(row["folder"]) / "metrics.jsonl").open()
+            ]
             if epochs != list(range(row["epochs"])):
                 raise SystemExit(f"LOST: {row['folder']} metrics epochs {epochs}")
     return found
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--model", default="FREEDOM")
     parser.add_argument("--epochs", type=int, default=40)
@@ -73,7 +77,9 @@ def main() -> None:
         drilled = base / "drilled"
         kills = 0
         while True:
-            process = subprocess.Popen(command(args, drilled), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            process = subprocess.Popen(
+                command(args, drilled), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
             if kills < args.kills:
                 # Kill within the first few seconds after start-up (~3 s): each resumed run has
                 # less left to do, so a late kill would often find it finished.
@@ -85,11 +91,15 @@ def main() -> None:
                     continue
             _, err = process.communicate()
             if process.returncode != 0:
-                raise SystemExit(f"LOST: the run failed after {kills} kills:\n{err.decode()[-2000:]}")
+                raise SystemExit(
+                    f"LOST: the run failed after {kills} kills:\n{err.decode()[-2000:]}"
+                )
             break
         got = rows(drilled)
         lost = [k for k in expected if got.get(k) != expected[k]]
-        print(f"{args.model}, {len(expected)} combinations x {args.epochs} epochs (one run {one_run:.1f} s)")
+        print(
+            f"{args.model}, {len(expected)} combinations x {args.epochs} epochs (one run {one_run:.1f} s)"
+        )
         print(f"faults tried: {kills} kill -9; survived: {kills if not lost else 0}; "
               f"combinations differing from the uninterrupted run: {len(lost)} of {len(expected)}")  # fmt: skip
         if lost:

@@ -14,7 +14,7 @@ from mgrec import checkpoint, graphs
 from mgrec.models import MODULES, ops
 from mgrec.models.grcn import attention
 from mgrec.models.layergcn import _plain_refine, refine
-from mgrec.models.losses import gather_rows, info_nce
+from mgrec.models.losses import cosine_to_target, gather_rows, info_nce
 from mgrec.models.mmgcn import GatedModalityGCN
 from mgrec.models.ops import _RowsLinear, distinct_rows, group_entries, linear, rows_linear
 
@@ -445,3 +445,79 @@ def test_sync_free_paths_match_the_reference(name, summary, tmp_path, monkeypatc
     with torch.no_grad():
         ours = model.full_sort_predict(torch.from_numpy(scores["users"])).numpy()
     assert np.abs(ours - scores["scores"]).max() <= 1e-5 * np.abs(scores["scores"]).max()
+
+
+# --- kept memory, padded rows, closed-form cosine, dropout -----------------------------------
+
+
+def test_reusable_buffer_never_overwrites_a_tensor_still_held():
+    buffer, like = ops.ReusableBuffer(), torch.zeros(1)
+    first = buffer.empty((64, 32), like).fill_(1.0)
+    second = buffer.empty((64, 32), like).fill_(2.0)  # `first` is alive: fresh memory
+    assert first.data_ptr() != second.data_ptr() and bool((first == 1.0).all())
+    kept = second.data_ptr()
+    del first, second  # released: the next request reuses the kept memory ...
+    third = buffer.empty((16, 8), like)
+    assert third.shape == (16, 8) and third.is_contiguous()
+    if getattr(torch._C, "_storage_Use_Count", None) is not None:
+        assert third.data_ptr() == kept  # ... where torch can count its users
+
+
+def test_gemm_rows_keeps_values_and_pads_wide_rows():
+    x = torch.randn(10, 1024, generator=generator())
+    padded = ops.gemm_rows(x)
+    assert torch.equal(padded, x)
+    assert padded.stride(0) == 1024 + ops.ROW_PAD
+    narrow = torch.randn(10, 384)
+    assert ops.gemm_rows(narrow) is narrow
+
+
+def test_table_rows_projection_equals_the_plain_formula():
+    torch.manual_seed(0)
+    table, layer = nn.Embedding(40, 1024), nn.Linear(1024, 16)
+    rows = torch.tensor([3, 0, 17, 39, 8])
+    for _ in range(2):  # the second step reuses the kept memory
+        fast = ops.project_rows(table, layer, rows)
+        fast.square().sum().backward()
+        got = [table.weight.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]
+        table.zero_grad(set_to_none=True), layer.zero_grad(set_to_none=True)
+        plain = layer(table.weight.index_select(0, rows))
+        plain.square().sum().backward()
+        want = [table.weight.grad, layer.weight.grad, layer.bias.grad]
+        torch.testing.assert_close(fast, plain)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+        table.zero_grad(set_to_none=True), layer.zero_grad(set_to_none=True)
+
+
+def test_cosine_to_target_equals_torch_with_a_zero_row():
+    online = torch.randn(6, 5, dtype=torch.float64, generator=generator(), requires_grad=True)
+    target = torch.randn(6, 5, dtype=torch.float64, generator=generator(1))
+    with torch.no_grad():
+        online[2] = 0.0
+        target[4] = 0.0
+    weights = torch.randn(6, dtype=torch.float64, generator=generator(2))
+    fast = cosine_to_target(online, target)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), online)
+    plain = F.cosine_similarity(online, target, dim=-1)
+    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), online)
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(grad_fast, grad_plain)
+    nonzero = torch.randn(4, 5, dtype=torch.float64, generator=generator(3), requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda o: cosine_to_target(o, target[:4]), (nonzero,))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_keeps_with_probability_one_minus_p_and_rescales(p):
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    out = ops.dropout(x, p)
+    if p == 0.0:
+        assert out is x
+        return
+    if p == 1.0:
+        assert bool((out == 0).all())
+        return
+    kept = out != 0
+    assert abs(float(kept.float().mean()) - (1 - p)) < 0.005
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / (1 - p)))

@@ -172,7 +172,10 @@ class SparseOp:
     @property
     def csr(self) -> torch.Tensor:
         """The matrix as a sparse CSR tensor (duplicates summed)."""
-        return self.coo.to_sparse_csr()
+        with warnings.catch_warnings():
+            # stable in every torch we support; the "beta" notice would only confuse users
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return self.coo.to_sparse_csr()
 
     def to_dense(self) -> torch.Tensor:
         return self.coo.to_dense()

@@ -16,17 +16,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mgrec import graphs
 from mgrec.models.base import ModelData, Recommender, add_feature_tables
-from mgrec.models.losses import emb_norm_loss
-from mgrec.models.ops import distinct_rows, project_rows
+from mgrec.models.losses import cosine_to_target, emb_norm_loss
+from mgrec.models.ops import distinct_rows, dropout, project_rows
 
 
-def _alignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return 1 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+def _alignment(
+    online: torch.Tensor, target: torch.Tensor, counts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``1 - mean cos(online, target)`` over rows (target detached); with ``counts``, row r
+    stands for ``counts[r]`` identical rows (a weighted mean)."""
+    cosine = cosine_to_target(online, target)
+    if counts is None:
+        return 1 - cosine.mean()
+    return 1 - (cosine * counts).sum() / counts.sum()
 
 
 class BM3(Recommender):
@@ -71,9 +77,16 @@ class BM3(Recommender):
         user_online, item_online = self.forward()
         # Per-row work is done on the rows the batch reads (``distinct_rows``: on a CPU its
         # distinct ids): the reference projects, drops out and predicts whole tables and then
-        # indexes, which gives each row the same value and mask distribution.
+        # indexes, which gives each row the same value and mask distribution. A loss term that
+        # pairs an item's row with the same item's row is a mean over the batch's entries of a
+        # per-item value: a mean over the item rows weighted by their counts in the batch.
         user_rows, user_at = distinct_rows(users, self.n_users)
         item_rows, item_at = distinct_rows(items, self.n_items)
+        counts = torch.zeros(len(item_rows), device=items.device).index_add_(
+            0, item_at, torch.ones(len(items), device=items.device)
+        )
+        user_online_rows = user_online.index_select(0, user_rows)
+        item_online_rows = item_online.index_select(0, item_rows)
         t_online = v_online = None
         if self.has_t:
             t_online = project_rows(self.text_embedding, self.text_trs, item_rows)
@@ -82,22 +95,24 @@ class BM3(Recommender):
         # Targets: dropout always in training mode [R] (off inside ``deterministic()``).
         p = 0.0 if self.is_deterministic else self.dropout
         with torch.no_grad(), self.call_randomness():
-            user_target = F.dropout(user_online[user_rows], p, training=True)[user_at]
-            item_target = F.dropout(item_online[item_rows], p, training=True)[item_at]
-            t_target = None if t_online is None else F.dropout(t_online, p, training=True)
-            v_target = None if v_online is None else F.dropout(v_online, p, training=True)
-        user_pred = self.predictor(user_online[user_rows])[user_at]
-        item_pred = self.predictor(item_online[item_rows])[item_at]
+            user_target = dropout(user_online_rows, p).index_select(0, user_at)
+            item_target = dropout(item_online_rows, p)  # item rows
+            t_target = None if t_online is None else dropout(t_online, p)
+            v_target = None if v_online is None else dropout(v_online, p)
+        user_pred = self.predictor(user_online_rows).index_select(0, user_at)
+        item_pred = self.predictor(item_online_rows).index_select(0, item_at)
         # Summed in the reference's order: text-id, image-id, text-text, image-image.
         to_id, to_self = [], []
         for online, target in ((t_online, t_target), (v_online, v_target)):
             if online is not None:
-                pred = self.predictor(online)[item_at]
-                to_id.append(_alignment(pred, item_target))
+                pred = self.predictor(online)  # item rows
+                to_id.append(_alignment(pred, item_target, counts))
                 assert target is not None  # (computed with its online rows)
-                to_self.append(_alignment(pred, target[item_at]))
+                to_self.append(_alignment(pred, target, counts))
         feature_loss = sum(to_id + to_self, torch.zeros((), device=self.device))
-        loss = _alignment(user_pred, item_target) + _alignment(item_pred, user_target)
+        loss = _alignment(user_pred, item_target.index_select(0, item_at)) + _alignment(
+            item_pred, user_target
+        )
         reg = emb_norm_loss(user_online, item_online)
         return loss + self.reg_weight * reg + self.cl_weight * feature_loss
 

@@ -56,7 +56,7 @@ class DualGNN(UserGraphRecommender):
         self.remember(user_all, item_all)  # what the reference scores validation/test with
         # Item ids index the item table: the reference's `p += U` into [user ; item], but
         # without editing the batch (the MG trainer reuses it).
-        e_u = user_all[users]
+        e_u = user_all.index_select(0, users)
         e_p, e_n = gather_rows(item_all, pos, neg)
         loss = bpr_log2(rowwise_dot(e_u, e_p), rowwise_dot(e_u, e_n))
         reg = self.preference_reg(users) + (self.weight_u**2).mean() + (self.weight_i**2).mean()

@@ -79,7 +79,7 @@ class FREEDOM(EdgePruning):
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, pos, neg = batch[0], batch[1], batch[2]
         user_all, item_all = self.forward(self.masked_adj)
-        e_u = user_all[users]
+        e_u = user_all.index_select(0, users)
         loss = _bpr(e_u, *gather_rows(item_all, pos, neg))
         if self.reg_weight == 0.0:
             # The feature terms are multiplied by 0: the loss value and every gradient that

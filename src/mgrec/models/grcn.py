@@ -30,7 +30,7 @@ from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import interleaved_square_mean, node_bpr_log
-from mgrec.models.ops import linear, rand_xavier_normal
+from mgrec.models.ops import gemm_rows, linear, rand_xavier_normal
 
 
 def attention(x: torch.Tensor, edges: graphs.EdgeList) -> torch.Tensor:
@@ -58,7 +58,7 @@ class ContentGCN(nn.Module):
         super().__init__()
         self.n_routing = n_routing
         self.preference = nn.Parameter(rand_xavier_normal(n_users, dim_c))
-        self.register_buffer("features", features, persistent=False)
+        self.register_buffer("features", gemm_rows(features), persistent=False)
         self.MLP = nn.Linear(features.shape[1], dim_c)
         nn.init.xavier_normal_(self.MLP.weight)
 
@@ -150,7 +150,7 @@ class GRCN(Recommender):
         reg_content = torch.zeros(1, device=rep.device)  # ... the [1] shape of the loss [R]
         user_rows = users.repeat_interleave(2)
         for branch in self.branches:  # ... and batch users again [R]
-            reg_content = reg_content + (branch.preference[user_rows] ** 2).mean()
+            reg_content = reg_content + (branch.preference.index_select(0, user_rows) ** 2).mean()
         return bpr + self.reg_weight * (reg_emb + reg_content)
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -102,11 +102,12 @@ class LayerGCN(EdgePruning):
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, pos, neg = batch[0], batch[1], batch[2]
         user_all, item_all = self.forward(self.masked_adj)
-        e_u = user_all[users]
+        e_u = user_all.index_select(0, users)
         e_p, e_n = gather_rows(item_all, pos, neg)
         mf = bpr_logsigmoid(rowwise_dot(e_u, e_p), rowwise_dot(e_u, e_n), reduction="sum")
         reg = half_squared_l2(
-            self.user_embeddings[users], self.item_embeddings[pos], self.item_embeddings[neg]
+            self.user_embeddings.index_select(0, users),
+            *gather_rows(self.item_embeddings, pos, neg),
         )
         return mf + self.reg_weight * reg
 

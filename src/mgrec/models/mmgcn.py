@@ -27,7 +27,7 @@ from torch import nn
 from mgrec import graphs
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import interleaved_square_mean, node_bpr_log
-from mgrec.models.ops import linear, rand_xavier_normal
+from mgrec.models.ops import gemm_rows, linear, rand_xavier_normal
 
 N_LAYERS = 3  # the config's n_layers is read by the reference but never used [R]
 IMAGE_LATENT = 256  # hard-coded latent width of the image branch
@@ -72,7 +72,7 @@ class GatedModalityGCN(nn.Module):
         super().__init__()
         width = latent or features.shape[1]
         self.register_buffer("preference", rand_xavier_normal(n_users, width))
-        self.register_buffer("features", features, persistent=False)
+        self.register_buffer("features", gemm_rows(features), persistent=False)
         if latent is not None:
             self.MLP = nn.Linear(features.shape[1], latent)
         self.layers: list[tuple[MeanConv, nn.Linear, nn.Linear]] = []

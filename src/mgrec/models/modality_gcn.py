@@ -27,7 +27,7 @@ from mgrec import graphs
 from mgrec.data.user_graph import sample_neighbours
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
-from mgrec.models.ops import linear
+from mgrec.models.ops import gemm_rows, linear
 
 LATENT = 64  # the branches' width, hard-coded in the reference (independent of embedding_size)
 NEIGHBOURS = 40  # user-graph neighbours per user, hard-coded in the reference
@@ -104,8 +104,8 @@ class UserGraphRecommender(Recommender):
         super().__init__(config, data)
         name = type(self).__name__
         self.reg_weight = float(config["reg_weight"])
-        self.register_buffer("v_feat", data.image_features(name), persistent=False)
-        self.register_buffer("t_feat", data.text_features(name), persistent=False)
+        self.register_buffer("v_feat", gemm_rows(data.image_features(name)), persistent=False)
+        self.register_buffer("t_feat", gemm_rows(data.text_features(name)), persistent=False)
         _, both_ways = data.edges()
         self.propagation = graphs.symmetric_aggregation(both_ways, self.n_users + self.n_items)
         self.user_graph = data.neighbour_graph(name)
@@ -160,6 +160,6 @@ class UserGraphRecommender(Recommender):
 
     def preference_reg(self, users: torch.Tensor) -> torch.Tensor:
         """mean(P_v[u]^2) + mean(P_t[u]^2) over the batch's user rows [B]; shape []."""
-        return (self.v_gcn.preference[users] ** 2).mean() + (
-            self.t_gcn.preference[users] ** 2
-        ).mean()
+        v_rows = self.v_gcn.preference.index_select(0, users)
+        t_rows = self.t_gcn.preference.index_select(0, users)
+        return (v_rows**2).mean() + (t_rows**2).mean()

@@ -29,7 +29,7 @@ from mgrec import graphs
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
 from mgrec.models.losses import info_nce
-from mgrec.models.ops import group_entries, linear
+from mgrec.models.ops import buffer_of, gemm_rows, group_entries, linear
 
 SSL_TASKS = ("FAC",)  # the reference's FD / FM / FD+FM read a missing config key and crash
 FUSION_MODES = ("concat", "mean")
@@ -96,8 +96,8 @@ class SLMRec(Recommender):
         nn.init.xavier_uniform_(self.embedding_item.weight)
         # Features are L2-normalised once [R]; buffers follow .to(device) but are not saved.
         image, text = data.image_features("SLMRec"), data.text_features("SLMRec")
-        self.register_buffer("v_feat", F.normalize(image, dim=1), persistent=False)
-        self.register_buffer("t_feat", F.normalize(text, dim=1), persistent=False)
+        self.register_buffer("v_feat", gemm_rows(F.normalize(image, dim=1)), persistent=False)
+        self.register_buffer("t_feat", gemm_rows(F.normalize(text, dim=1)), persistent=False)
         self.v_dense = _linear_with_default_bias(self.v_feat.shape[1], d)
         self.t_dense = _linear_with_default_bias(self.t_feat.shape[1], d)
         fused = 3 * d if self.fusion == "concat" else d  # the reference sizes both as 3d
@@ -157,9 +157,14 @@ class SLMRec(Recommender):
         """
         ii, vi, ti = item_blocks.chunk(3, dim=1)
         a = self.g_i_iv(ii)
-        loss_v = info_nce(a, self.g_v_iv(vi), self.ssl_temp, counts=counts, weights=counts)
+        v_logits, t_logits = buffer_of(self, "image logits"), buffer_of(self, "text logits")
+        loss_v = info_nce(
+            a, self.g_v_iv(vi), self.ssl_temp, counts=counts, weights=counts, buffer=v_logits
+        )
         c = self.g_iva_ivat(self.g_iv_iva(a))
-        loss_t = info_nce(c, self.g_t_ivat(ti), self.ssl_temp, counts=counts, weights=counts)
+        loss_t = info_nce(
+            c, self.g_t_ivat(ti), self.ssl_temp, counts=counts, weights=counts, buffer=t_logits
+        )
         return loss_v + loss_t
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
@@ -170,13 +175,14 @@ class SLMRec(Recommender):
         # item is one column, its softmax term counted as often as it occurs.
         items, column, counts = group_entries(pos)
         main = info_nce(
-            F.normalize(user[users], dim=1),
-            F.normalize(item[items], dim=1),
+            F.normalize(user.index_select(0, users), dim=1),
+            F.normalize(item.index_select(0, items), dim=1),
             self.temp,
             targets=column,
             counts=counts,
+            buffer=buffer_of(self, "logits"),
         )
-        return main + self.ssl_alpha * self.fac_loss(item_blocks[items], counts)
+        return main + self.ssl_alpha * self.fac_loss(item_blocks.index_select(0, items), counts)
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         user, item, _ = self.forward()

@@ -50,7 +50,7 @@ class VBPR(Recommender):
             projected = linear(self.item_linear, self.item_raw_features)
             return torch.cat([self.i_embedding, projected], dim=-1)
         projected = rows_linear(self.item_linear, self.item_raw_features, items)
-        return torch.cat([self.i_embedding[items], projected], dim=-1)
+        return torch.cat([self.i_embedding.index_select(0, items), projected], dim=-1)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User [U, 2d] and item [I, 2d] representations."""
