@@ -159,8 +159,11 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def test_a_local_ray_instance_and_ctrl_c(data, sequential, tmp_path):
+def test_a_local_ray_instance_and_ctrl_c(data, sequential, tmp_path, monkeypatch):
     args = grid(tmp_path, data, "--executor=ray", "--cpus_per_trial=1", epochs=150)
+    # As a user's shell: no RAY_AUTH_MODE, so the driver's private instance uses a token (set
+    # before Ray is imported, or its GCS refuses the driver).
+    monkeypatch.delenv("RAY_AUTH_MODE")
     driver = spawn_driver(args)  # no ray_address: a private instance on this machine
     try:
         wait_for(lambda: list((tmp_path / "r").rglob("training_state.pth")))

@@ -18,7 +18,9 @@ docs/ray-notes.md for the settings that make Ray keep that address).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import importlib
 import ipaddress
 import logging
 import math
@@ -26,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -72,61 +75,94 @@ def _is_loopback(address: str) -> bool:
 def ray_session(config: Mapping[str, Any]) -> Iterator[Any]:
     """Ray, initialised for this driver: connected to ``ray_address`` or a private local instance
     started for the run (and stopped, with its files, at the end)."""
-    ray = _import_ray()
-    import ray._private.ray_constants as ray_constants
-
-    if ray.is_initialized():  # a caller (a test, a notebook) connected already
-        yield ray
-        return
     address = config.get("ray_address")
-    runtime_env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
-    common: dict[str, Any] = dict(
-        include_dashboard=False, log_to_driver=False, configure_logging=False,
-        runtime_env=runtime_env,
-    )  # fmt: skip
+    saved_home = os.environ.get("HOME")
     scratch = None
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    saved_env = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "HOME")}
+    if not address and not _ray_initialized():
+        scratch = Path(tempfile.mkdtemp(prefix="mgr", dir="/tmp"))  # short: socket paths
+        # A token, so that other local users cannot submit to the private instance. Ray reads
+        # the mode when it is first imported, so it is set before that and kept for the rest of
+        # the process; where Ray was imported already (a notebook, a test), the instance runs
+        # without one (still on 127.0.0.1 only). A mode set by the user is kept.
+        if "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules:
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN_PATH"] = str(_private_token())  # nothing in ~/.ray
+    constants: Any = None  # ray._private.ray_constants, once imported
+    saved, started = None, False
     try:
+        ray = _import_ray()
+        constants = importlib.import_module("ray._private.ray_constants")
+
+        saved = constants.ENABLE_RAY_CLUSTER
+        if ray.is_initialized():  # a caller (a test, a notebook) connected already
+            yield ray
+            return
+        runtime_env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+        common: dict[str, Any] = dict(
+            include_dashboard=False, log_to_driver=False, configure_logging=False,
+            runtime_env=runtime_env,
+        )  # fmt: skip
         if address:
             if _is_loopback(str(address)):  # a cluster on this machine: the driver stays there too
-                ray_constants.ENABLE_RAY_CLUSTER = False
+                constants.ENABLE_RAY_CLUSTER = False
                 common["_node_ip_address"] = "127.0.0.1"
+            started = True
             ray.init(address=str(address), **common)
         else:
-            ray_constants.ENABLE_RAY_CLUSTER = (
-                False  # keep 127.0.0.1 (even if ray was imported first)
-            )
-            scratch = Path(tempfile.mkdtemp(prefix="mgr", dir="/tmp"))  # short: socket paths
-            if "RAY_AUTH_MODE" not in os.environ:  # (a mode set by the user is kept)
-                token = scratch / "auth_token"
-                token.write_text(secrets.token_hex(32))
-                os.environ["RAY_AUTH_MODE"] = "token"  # other local users cannot submit to it
-                os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)  # and nothing is written to ~/.ray
+            assert scratch is not None
+            constants.ENABLE_RAY_CLUSTER = False  # keep 127.0.0.1 (even if imported first)
             # With this file in HOME, Ray's dashboard process does not ask cloud metadata
             # servers which cloud it runs on (the trials get the real HOME back).
             stub = scratch / "home"
             stub.mkdir()
             (stub / "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
-            runtime_env["env_vars"]["HOME"] = saved_env["HOME"] or ""
+            runtime_env["env_vars"]["HOME"] = saved_home or ""
+            # The trials find the instance's token where Ray put it: ours, or the one Ray makes
+            # in HOME/.ray when it was imported before we could choose (then HOME is the stub).
+            runtime_env["env_vars"]["RAY_AUTH_TOKEN_PATH"] = os.environ.get(
+                "RAY_AUTH_TOKEN_PATH", str(stub / ".ray" / "auth_token")
+            )
             os.environ["HOME"] = str(stub)
             import torch
 
+            started = True
             ray.init(
                 address="local", num_cpus=os.cpu_count() or 1,
                 num_gpus=torch.cuda.device_count() if config.get("use_gpu") else 0,
                 _node_ip_address="127.0.0.1", _temp_dir=str(scratch),
                 object_store_memory=256 * 2**20, **common,
             )  # fmt: skip
-            _restore_env({"HOME": saved_env["HOME"]})
+            _restore_env({"HOME": saved_home})
         yield ray
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
-        if ray.is_initialized():
-            ray.shutdown()
-        _restore_env(saved_env)
+        if constants is not None:
+            constants.ENABLE_RAY_CLUSTER = saved
+        if started and _ray_initialized():
+            sys.modules["ray"].shutdown()
+        _restore_env({"HOME": saved_home})
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+_token: Path | None = None
+
+
+def _private_token() -> Path:
+    """A random token for this process's private Ray instances, in a file removed at exit."""
+    global _token
+    if _token is None:
+        folder = Path(tempfile.mkdtemp(prefix="mgr-token-"))
+        _token = folder / "auth_token"
+        _token.write_text(secrets.token_hex(32))
+        _token.chmod(0o600)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return _token
+
+
+def _ray_initialized() -> bool:
+    """Whether this process is connected to Ray already (without importing it)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
 
 
 def _restore_env(values: Mapping[str, str | None]) -> None:
