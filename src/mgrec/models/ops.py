@@ -111,12 +111,7 @@ ROW_PAD = 64
 
 def needs_row_pad(width: int, element_size: int, device: torch.device) -> bool:
     """Whether a [n, width] matrix on ``device`` gets a padded row stride (``gemm_rows``)."""
-    return (
-        ROW_PAD > 0
-        and device.type == "cpu"
-        and width >= 1024
-        and (width * element_size) % 4096 == 0
-    )
+    return device.type == "cpu" and width >= 1024 and (width * element_size) % 4096 == 0
 
 
 def gemm_empty(
