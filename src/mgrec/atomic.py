@@ -6,6 +6,9 @@ entries, the user graph, prepared datasets, the embedded dataset, results). Temp
 writer's process id, ``.<name>.<pid>.<random>.tmp``, so that temp files left by a killed writer
 can be told from those of a live one and removed at start-up (``remove_stale_temps``).
 
+Each place a run writes is a ``write_point``: a failure there ends the command with one line
+naming the file and saying what is saved, what is not, and what re-running the command does.
+
 Files get the permissions a plain ``open(path, "w")`` would give (0666 minus the umask), not the
 0600 of ``tempfile.mkstemp``.
 """
@@ -18,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -159,6 +162,23 @@ def save_torch(obj: Any, target: Path) -> None:
             if recorder.error is not None:
                 raise recorder.error from exc
             raise
+
+
+@contextlib.contextmanager
+def write_point(path: Path, consequence: str | Callable[[], str]) -> Iterator[None]:
+    """A place where a run writes ``path``: a failed write (``OSError``) inside the block
+    becomes a ``WriteFault`` whose one line names ``path`` and says ``consequence`` (what was
+    saved, what was not, what re-running the command does; a callable is asked only then).
+    Faults from an inner write point pass through unchanged."""
+    from mgrec.errors import WriteFault
+
+    try:
+        yield
+    except WriteFault:
+        raise
+    except OSError as exc:
+        text = consequence() if callable(consequence) else consequence
+        raise WriteFault(path, exc, text) from exc
 
 
 def _alive(pid: int) -> bool:

@@ -456,7 +456,12 @@ class Evaluator:
         depth = max(self.topk)
         block = scorer.block if isinstance(scorer, ItemBlockScorer) else None
         users_per_block, items_per_block = self.block_shape(block is not None)
-        batches = []
+        # Filled in place, so nothing made for one block outlives the next block: a small
+        # tensor kept per block (a list of per-block hits) would sit in the memory freed by a
+        # score block and split it, and with blocks served from glibc's heap (a process whose
+        # mmap threshold rose above the block size) every split one stays mapped: 10.5 GB
+        # more host memory for a full ranking at Elec's shape (benchmarks/RESULTS.md).
+        hits = torch.empty((self.n_users, depth), dtype=torch.bool, device=self.device)
         for start in range(0, self.n_users, users_per_block):
             stop = min(start + users_per_block, self.n_users)
             users = self.users[start:stop]
@@ -482,8 +487,9 @@ class Evaluator:
                 if sum(values.shape[1] for values, _ in found) >= _MERGE_COLUMNS * depth:
                     found = [self._merge(found, depth)]
             best = self._merge(found, depth)
-            batches.append(self._hits(start, rank_order(*best)))
-        return torch.cat(batches).cpu().numpy()
+            hits[start:stop] = self._hits(start, rank_order(*best))
+            del found, best
+        return hits.cpu().numpy()
 
     def evaluate(self, scorer: ScoreFunction | ItemBlockScorer) -> dict[str, float]:
         """Rank all items for every user; return ``{"recall@5": ..., ...}`` (unrounded)."""

@@ -90,7 +90,7 @@ def bound_host_heap() -> bool:
 
 def configure_torch(config: Mapping[str, Any]) -> None:
     """Process-wide torch settings a combination asks for: ``threads`` (intra-op threads) and
-    ``deterministic`` (deterministic kernels, see README: Reliability); and a bounded host heap
+    ``deterministic`` (deterministic kernels, see docs/reliability.md); and a bounded host heap
     (``bound_host_heap``)."""
     bound_host_heap()
     threads = config.get("threads")
@@ -125,10 +125,8 @@ def resolve_device(config: Mapping[str, Any]) -> torch.device:
 
 
 def model_class(name: str) -> type[Recommender]:
-    """The model class called ``name``, or a user error naming the available ones."""
-    if name not in models.MODULES:
-        raise UserError(f"unknown model '{name}'; available: {', '.join(models.MODULES)}")
-    return models.get(name)
+    """The model class ``name`` refers to (see ``models.registry``), or a user error."""
+    return models.registry.load(name)
 
 
 def check_combination(combo: Mapping[str, Any]) -> None:
@@ -344,3 +342,59 @@ def build(combo: Mapping[str, Any], data: RecData | None = None) -> Experiment:
         config, data, device, model_data, build_evaluators(data, config, device),
         build_batches(data, config, device), notes,
     )  # fmt: skip
+
+
+@dataclass
+class Restored:
+    """A checkpoint brought back: the experiment it was built in, the model with its parameters
+    (scoring from them, or as the run that wrote it did: see ``restore``), the file's stored
+    payload, and ``as_stored``: whether the checkpoint's scoring state was put back."""
+
+    experiment: Experiment
+    model: Recommender
+    stored: dict[str, Any]
+    as_stored: bool = False
+
+
+def restore(
+    stored: Mapping[str, Any],
+    combo: Mapping[str, Any],
+    source: str,
+    data: RecData | None = None,
+    as_stored: bool = False,
+) -> Restored:
+    """The one way from a checkpoint to a model: build ``combo``'s experiment (on ``data``
+    instead of the dataset it names, when given: shifted features), build the model, load the
+    stored ``state_dict`` strictly (``source`` names it in errors) and score from the
+    parameters. ``stored`` is what ``checkpoint.read`` returned.
+
+    ``as_stored`` (``--resume``) scores as the run that wrote the checkpoint did, so that its
+    stored metrics are reproduced: the scoring state saved at its best epoch
+    (``Recommender.scoring_state``: the representation ``fresh_eval: false`` scored from,
+    DRAGON/DualGNN's neighbour padding draw) is put back, when the checkpoint holds one and is
+    evaluated on the dataset and data files it was trained on. Otherwise (and always for
+    ``data``: shifted features must be scored afresh) scores come from the parameters."""
+    built = build(combo, data=data)
+    model = built.build_model(stored["state_dict"], source)
+    scoring = stored.get("scoring")
+    usable = (
+        as_stored
+        and data is None
+        and isinstance(scoring, Mapping)
+        and combo.get("dataset") == stored.get("dataset")
+        and built.inputs == stored.get("inputs")
+    )
+    # From the parameters (the reference's quick_eval), or from the run's own scoring state.
+    model.prepare_scoring(scoring if usable else None)
+    return Restored(built, model, dict(stored), as_stored=bool(usable))
+
+
+def checkpoint_combo(stored: Mapping[str, Any], paths: Mapping[str, Any]) -> dict[str, Any]:
+    """The combination to rebuild an mgrec checkpoint with: its stored config, with the
+    path-like keys taken from ``paths`` (a config built from the YAML files and the user's
+    layers: never from the file)."""
+    from mgrec.config import with_paths
+
+    if stored.get("config") is None:
+        raise UserError("a bare state_dict holds no config: give the model and its settings")
+    return with_paths(stored["config"], paths)

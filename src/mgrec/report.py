@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrec import atomic
+from mgrec import config as configuration
 from mgrec.metrics import round4
 
 METRIC_LABELS = {"recall": "REC", "precision": "PREC", "map": "MAP", "ndcg": "NDCG"}
@@ -167,7 +168,10 @@ def summary_markdown(
     topk, metrics = config["topk"], config["metrics"]
     by_valid = pick_winner(results, "valid", metric)
     by_test = pick_winner(results, "test", metric)
-    mode = "with Mirror Gradient" if config["mg"] else "without Mirror Gradient (--not_mg)"
+    mode = {
+        "mg": "with Mirror Gradient",
+        "plain": "without Mirror Gradient (--not_mg)",
+    }.get(configuration.strategy_name(config), f"with {configuration.strategy_label(config)}")
     lines = [
         f"# {config['model']} on {config['dataset']}, {mode}: {len(results)} combination(s)",
         "",

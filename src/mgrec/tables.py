@@ -1,36 +1,42 @@
-"""What finished runs add up to: the run index (``mgrec runs``) and the paper's table
-(``mgrec table``).
+"""The paper's table (``mgrec table``): every figure from runs that are comparable, and named.
 
-Every run folder holds a ``run.json`` written with its summary (model, dataset, MG, the grid's
-size, how many combinations are finished, the validation winner's test metrics, the test masking
-rule, when). ``results/index.csv`` lists them all and is rebuilt from those files after every run,
-so it is never out of step with the folders.
+One figure per cell comes from one **run group**: one run folder (its model, arm, dataset and
+every non-grid setting: evaluation rules, top-k, fresh or cached scoring, the training budget)
+and one seed. Within a group the reference's protocol applies: the winner over its grid points,
+by validation (``--select test``: by test, the reference's own choice, labelled). Where several
+groups match a cell (runs with other settings, or several seeds), the table shows one row per
+group, labelled with the settings that tell them apart, or, for several seeds, stops and says
+how to choose (``--seed``, ``--run``, ``--where key=value``, or ``--study``); it never pools
+them. Every row names its run folder.
 
-``mgrec table --dataset D`` lays out the paper's README table: one row per model and per MG/no-MG
-arm, REC/PREC/MAP/NDCG@5 of the arm's validation winner over every finished combination of that
-model and arm on D (all runs pooled, one masking rule at a time), the published values beside it
-where the paper has them, and the difference.
+``mgrec table --study NAME`` tabulates a study instead: each arm's test metrics as mean ± std
+over the study's seeds of its validation winners (the study's own rule), the reference's
+protocol (selection by test) only when asked.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import time
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgrec import atomic
+import yaml
+
+from mgrec.config import NON_IDENTITY_KEYS, RECORD_KEYS, STRATEGIES, parse_value
 from mgrec.errors import UserError
-from mgrec.paths import project_path, user_path
+from mgrec.index import finished_rows, runs, seeds_of, studies
+from mgrec.models import registry
 from mgrec.report import MASK_RULES, SYNTHETIC_NOTE, pick_winner
 
 PAPER_METRICS = ("recall@5", "precision@5", "map@5", "ndcg@5")
 PAPER_LABELS = ("REC@5", "PREC@5", "MAP@5", "NDCG@5")
-MODEL_ORDER = ("VBPR", "MMGCN", "GRCN", "DualGNN", "SLMRec", "BM3", "FREEDOM", "DRAGON", "LayerGCN")
+# How a table names each strategy's row: "VBPR", "VBPR + MG", "VBPR + SAM".
+ARM_SUFFIX = {"plain": "", "mg": " + MG", "sam": " + SAM", "asam": " + ASAM"}
 # The tables of the Mirror-Gradient README (github.com/Qrange-group/Mirror-Gradient, commit
 # 70739786): REC, PREC, MAP, NDCG at 5, each model without and with MG. Values as published;
 # the paper's protocol selects its winners on the test split.
@@ -69,135 +75,147 @@ PUBLISHED: dict[str, dict[tuple[str, bool], tuple[float, float, float, float]]] 
         ("FREEDOM", True): (0.0260, 0.0058, 0.0144, 0.0176),
     },
 }
-INDEX_COLUMNS = (
-    "updated", "model", "dataset", "mg", "finished", "total", "test_mask", "winner",
-    "test_recall@5", "test_ndcg@5", "folder",
-)  # fmt: skip
 
 
-def run_record(
-    config: Mapping[str, Any], results: Sequence[Mapping[str, Any]], winner: Mapping[str, Any] | None,
-    total: int, folder: Path,
-) -> dict[str, Any]:  # fmt: skip
-    """The ``run.json`` of a run folder: what the index lists."""
-    return {
-        "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "mg": bool(config["mg"]),
-        "finished": len(results),
-        "total": total,
-        "test_mask": "train+valid" if config.get("test_mask_valid") else "train",
-        "winner": None if winner is None else f"combo-{winner['index']:03d}",
-        "test_recall@5": None if winner is None else winner["test"].get("recall@5"),
-        "test_ndcg@5": None if winner is None else winner["test"].get("ndcg@5"),
-        "folder": str(folder),
-    }
+@dataclass
+class RunGroup:
+    """The rows of one run folder (and seed) that a cell's figure may come from."""
+
+    model: str
+    mg: bool
+    folder: Path
+    settings: dict[str, Any]  # the folder's config.yaml, without records and grid keys
+    rows: list[dict[str, Any]]
+    label: str = ""  # the settings that tell it from the cell's other groups
+    strategy: str = ""  # plain, mg, sam, asam (older run.json files: from ``mg``)
+
+    @property
+    def seeds(self) -> list[int]:
+        return seeds_of(self.rows)
 
 
-def record_run(record: Mapping[str, Any], results_root: Path) -> None:
-    """Write the run's ``run.json`` and rebuild ``<results_root>/index.csv``."""
-    atomic.write_text(
-        Path(record["folder"]) / "run.json", json.dumps(dict(record), indent=2) + "\n"
-    )
-    write_index(results_root)
+def _settings(folder: Path) -> dict[str, Any]:
+    """A run folder's non-grid settings (its config.yaml), for labelling and ``--where``."""
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    grid_keys = set(config.get("hyper_parameters") or [])
+    skipped = {*RECORD_KEYS, *NON_IDENTITY_KEYS, "hyper_parameters", *grid_keys}
+    return {k: v for k, v in config.items() if k not in skipped}
 
 
-def runs(results_root: Path) -> list[dict[str, Any]]:
-    """Every run's record under ``results_root`` (``<dataset>/<run>/run.json``), newest first."""
-    found = []
-    for path in sorted(results_root.glob("*/*/run.json")):
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
-            continue  # a run being written right now, or a damaged file: left out
-    return sorted(found, key=lambda r: r.get("updated", ""), reverse=True)
-
-
-def write_index(results_root: Path) -> Path:
-    """Rebuild ``index.csv``: one line per run, newest first."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
+def run_groups(
+    results_root: Path,
+    dataset: str,
+    test_mask: str = "train",
+    seed: int | None = None,
+    run_names: Sequence[str] = (),
+    where: Mapping[str, Any] | None = None,
+) -> list[RunGroup]:
+    """The run groups on ``dataset`` with the masking rule ``test_mask``, narrowed to the run
+    folders named, the settings of ``where`` and the ``seed``, when given."""
+    groups = []
     for record in runs(results_root):
-        writer.writerow(record)
-    path = results_root / "index.csv"
-    atomic.write_text(path, buffer.getvalue())
-    return path
-
-
-def runs_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """The index as a readable markdown table."""
-    lines = [
-        "| updated | model | dataset | MG | finished | test mask | winner | test REC@5 | test NDCG@5 | folder |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        score = [
-            f"{r[k]:.4f}" if isinstance(r.get(k), (int, float)) else "-"
-            for k in ("test_recall@5", "test_ndcg@5")
-        ]
-        lines.append(
-            f"| {r['updated']} | {r['model']} | {r['dataset']} | {'MG' if r['mg'] else 'no MG'} | "
-            f"{r['finished']}/{r['total']} | {r['test_mask']} | {r['winner'] or '-'} | "
-            f"{score[0]} | {score[1]} | {r['folder']} |"
-        )
-    return "\n".join(lines)
-
-
-def _finished(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "results.jsonl"
-    rows = {}
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+        folder = Path(record["folder"])
+        if record["dataset"] != dataset or record.get("test_mask", "train") != test_mask:
             continue
-        rows[row["key"]] = row
-    return list(rows.values())
+        if run_names and folder.name not in run_names:
+            continue
+        settings = _settings(folder)
+        if where and any(settings.get(k) != v for k, v in where.items()):
+            continue
+        rows = [r for r in finished_rows(folder) if r.get("valid")]
+        if seed is not None:
+            rows = [r for r in rows if r.get("params", {}).get("seed") == seed]
+        if rows:
+            strategy = record.get("strategy") or ("mg" if record["mg"] else "plain")
+            groups.append(
+                RunGroup(record["model"], bool(record["mg"]), folder, settings, rows, "", strategy)
+            )
+    return groups
+
+
+def _label(group: RunGroup, others: Sequence[RunGroup]) -> str:
+    """The settings of ``group`` that differ among ``others`` (``epochs=3, fresh_eval=True``)."""
+    keys = sorted({k for g in others for k in g.settings})
+    differing = [
+        k for k in keys if len({json.dumps(g.settings.get(k), default=str) for g in others}) > 1
+    ]
+    return ", ".join(f"{k}={group.settings.get(k)}" for k in differing) or group.folder.name
+
+
+def table_models(groups: Sequence[RunGroup]) -> list[str]:
+    """The rows of a table: the paper's models in its order, then every other model with a run
+    (built-in ones in the registry's order, then the rest by name)."""
+    found = {g.model for g in groups}
+    others = [m for m in registry.names() if m in found and m not in registry.paper_models()]
+    outside = sorted(found - set(registry.names()))
+    return [*registry.paper_models(), *others, *outside]
 
 
 def paper_table(
-    results_root: Path, dataset: str, models: Sequence[str] = MODEL_ORDER, select: str = "valid",
+    results_root: Path,
+    dataset: str,
+    models: Sequence[str] | None = None,
+    select: str = "valid",
     test_mask: str = "train",
-) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
-    """The paper's table for ``dataset`` from the finished runs under ``results_root``.
-
-    Per model and arm, the winner over every finished combination (of every run of that model and
-    arm with the ``test_mask`` rule) by ``select`` ("valid": the sound protocol; "test": the
-    reference's, labelled). Returns the markdown and the rows (for CSV).
-    """
+    seed: int | None = None,
+    run_names: Sequence[str] = (),
+    where: Mapping[str, Any] | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The paper's table for ``dataset`` from the finished runs under ``results_root``: per
+    model and arm, one row per run group (see the module's docstring). Returns the markdown and
+    the rows (for CSV)."""
     if select not in ("valid", "test"):
         raise UserError(f"--select must be 'valid' or 'test', got {select!r}")
+    groups = run_groups(results_root, dataset, test_mask, seed, run_names, where)
     published = PUBLISHED.get(dataset.lower(), {})
-    pooled: dict[tuple[str, bool], list[dict[str, Any]]] = {}
-    for record in runs(results_root):
-        if record["dataset"] != dataset or record.get("test_mask", "train") != test_mask:
-            continue
-        pooled.setdefault((record["model"], record["mg"]), []).extend(
-            _finished(Path(record["folder"]))
-        )
     rows = []
-    for model in models:
-        for mg in (False, True):
-            candidates = [r for r in pooled.get((model, mg), []) if r.get("valid")]
-            winner = pick_winner(candidates, select, "recall@5") if candidates else None
-            row: dict[str, Any] = {
-                "model": model, "mg": mg, "selected_by": select, "test_mask": test_mask,
-                "candidates": len(candidates),
-                "folder": None if winner is None else winner["folder"],
-            }  # fmt: skip
-            for metric in PAPER_METRICS:
-                row[metric] = None if winner is None else winner["test"].get(metric)
-            paper = published.get((model, mg))
-            for metric, value in zip(PAPER_METRICS, paper or (None,) * 4, strict=True):
-                row[f"published {metric}"] = value
-                ours = row[metric]
-                row[f"difference {metric}"] = (
-                    None if value is None or ours is None else ours - value
-                )
-            rows.append(row)
+    for model in models if models is not None else table_models(groups):
+        for strategy in STRATEGIES:
+            mg = strategy == "mg"
+            cell = [g for g in groups if g.model == model and g.strategy == strategy]
+            if not cell and strategy not in ("plain", "mg"):
+                continue  # SAM rows only where SAM runs exist
+            for group in cell:
+                if len(group.seeds) > 1:
+                    raise UserError(
+                        f"{model}{ARM_SUFFIX[strategy]} on {dataset}: {group.folder} holds runs of "
+                        f"{len(group.seeds)} seeds ({', '.join(map(str, group.seeds[:6]))}"
+                        f"{', ...' if len(group.seeds) > 6 else ''}), which a table does not pool: "
+                        "choose one with --seed=S, or tabulate the study they belong to with "
+                        "--study NAME (mean ± std over its seeds; `mgrec runs` lists the studies)"
+                    )
+                group.label = _label(group, cell) if len(cell) > 1 else ""
+            cell.sort(key=lambda g: g.label)
+            chosen: Sequence[RunGroup | None] = cell or [None]
+            for found in chosen:
+                paper = published.get((model, mg)) if strategy in ("plain", "mg") else None
+                rows.append(_row(model, mg, found, select, test_mask, paper, strategy))
     return _markdown(rows, dataset, select, test_mask, bool(published)), rows
+
+
+def _row(
+    model: str, mg: bool, group: RunGroup | None, select: str, test_mask: str,
+    paper: tuple[float, ...] | None, strategy: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    winner = None if group is None else pick_winner(group.rows, select, "recall@5")
+    row: dict[str, Any] = {
+        "model": model, "mg": mg, "strategy": strategy or ("mg" if mg else "plain"), "settings": "" if group is None else group.label,
+        "selected_by": select, "test_mask": test_mask,
+        "seed": None if group is None else group.seeds[0],
+        "candidates": 0 if group is None else len(group.rows),
+        "run": None if group is None else str(group.folder),
+        "combination": None if winner is None else f"combo-{winner['index']:03d}",
+    }  # fmt: skip
+    for metric in PAPER_METRICS:
+        row[metric] = None if winner is None else winner["test"].get(metric)
+    for metric, value in zip(PAPER_METRICS, paper or (None,) * 4, strict=True):
+        row[f"published {metric}"] = value
+        ours = row[metric]
+        row[f"difference {metric}"] = None if value is None or ours is None else ours - value
+    return row
 
 
 def _cell(value: float | None, signed: bool = False) -> str:
@@ -216,14 +234,20 @@ def _markdown(
     lines = [title, ""]
     if dataset == "synthetic":
         lines += [f"Note: {SYNTHETIC_NOTE}.", ""]
-    lines += [f"Evaluation: {MASK_RULES[mask]}.", ""]
+    lines += [
+        f"Evaluation: {MASK_RULES[mask]}. Each row is one run folder and seed (its grid's winner; "
+        "the run is named in the last column).",
+        "",
+    ]
     header = ["model", *PAPER_LABELS]
     if has_paper:
         header += [f"paper {m}" for m in PAPER_LABELS] + [f"Δ {m}" for m in PAPER_LABELS]
-    header += ["combinations"]
+    header += ["combinations", "run"]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
-        name = row["model"] + (" + MG" if row["mg"] else "")
+        name = row["model"] + ARM_SUFFIX[row["strategy"]]
+        if row["settings"]:
+            name += f" ({row['settings']})"
         if row["candidates"] == 0:
             cells = ["no finished run"] + ["-"] * (len(PAPER_METRICS) - 1)
         else:
@@ -232,7 +256,8 @@ def _markdown(
             paper = [row[f"published {m}"] for m in PAPER_METRICS]
             cells += ["not published" if v is None else _cell(v) for v in paper]
             cells += [_cell(row[f"difference {m}"], signed=True) for m in PAPER_METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['candidates']} |")
+        run = "-" if row["run"] is None else f"{Path(row['run']).name} {row['combination']}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['candidates']} | {run} |")
     if has_paper:
         lines += [
             "",
@@ -241,7 +266,202 @@ def _markdown(
     return "\n".join(lines)
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+# --- a study's table ---------------------------------------------------------------------------
+
+
+def find_study(results_root: Path, name: str) -> dict[str, Any]:
+    """The study named ``name`` (its folder name, a unique prefix of it, or its folder)."""
+    found = studies(results_root)
+    exact = [s for s in found if name in (s["name"], s["folder"])]
+    matches = exact or [s for s in found if s["name"].startswith(name)]
+    if len(matches) != 1:
+        names = ", ".join(s["name"] for s in found) or "none yet"
+        what = "matches several studies" if matches else "is no study"
+        raise UserError(f"--study {name}: {what} under {results_root} (studies: {names})")
+    return matches[0]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def study_table(
+    results_root: Path, name: str, select: str = "valid"
+) -> tuple[str, list[dict[str, Any]]]:
+    """A study's arms as rows: mean ± std over its seeds of the test metrics of each seed's
+    winner (by validation, the study's rule; ``select="test"``: the reference's protocol from
+    the same runs, labelled)."""
+    study = find_study(results_root, name)
+    path = Path(study["folder"]) / "report.json"
+    if not path.is_file():
+        raise UserError(f"study {study['name']} has no report yet: run its command to finish it")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if report.get("kind") == "compare":
+        text, rows = compare_table(report, select)
+        heading = (
+            f"# Study {study['name']}: {', '.join(report['models'])} with "
+            f"{', '.join(report['strategies'])} on {report['dataset']}"
+        )
+        return f"{heading}\n\nFolder {study['folder']}.\n\n{text}", rows
+    per_seed = report["per_seed"]
+    if select == "test":
+        per_seed = [{"seed": r["seed"], **r["reference_protocol"]} for r in per_seed]
+    metrics = [*PAPER_METRICS, "recall@20", "ndcg@20"]
+    rows = []
+    for arm in (a for a in ("plain", "mg") if a in per_seed[0]):
+        row: dict[str, Any] = {"model": report["model"], "arm": arm, "seeds": len(per_seed)}
+        for metric in metrics:
+            values = [r[arm][metric] for r in per_seed if metric in r[arm]]
+            if values:
+                row[f"{metric} mean"], row[f"{metric} std"] = _mean_std(values)
+        rows.append(row)
+    how = (
+        "each seed's winner by validation (the study's rule)"
+        if select == "valid"
+        else "**each seed's winner selected by test** (the reference's protocol, shown for comparison)"
+    )
+    lines = [
+        f"# Study {study['name']}: {report['model']} on {report['dataset']}",
+        "",
+        f"Test metrics, mean ± std over {len(per_seed)} seeds ({', '.join(str(r['seed']) for r in report['per_seed'])}) "
+        f"of {how}; budget {report.get('budget')}; folder {study['folder']}.",
+        "",
+        "| arm | "
+        + " | ".join(
+            m.upper().replace("RECALL", "REC").replace("PRECISION", "PREC") for m in metrics
+        )
+        + " |",
+        "|---" * (1 + len(metrics)) + "|",
+    ]
+    for row in rows:
+        name = report["model"] + (" + MG" if row["arm"] == "mg" else "")
+        cells = [
+            f"{row[f'{m} mean']:.4f} ± {row[f'{m} std']:.4f}" if f"{m} mean" in row else "-"
+            for m in metrics
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if report.get("synthetic"):
+        lines += ["", f"Note: {SYNTHETIC_NOTE}."]
+    return "\n".join(lines), rows
+
+
+# The paper's columns: these measures at each of these cut-offs (the configured smallest and
+# largest cut-offs when neither is configured)
+TABLE_MEASURES = (("recall", "REC"), ("precision", "PREC"), ("map", "MAP"), ("ndcg", "NDCG"))
+TABLE_CUTOFFS = (5, 20)
+MARKS = {"holm": "*", "bh": "†"}
+
+
+def table_metrics(metrics: Sequence[str]) -> list[str]:
+    """The paper's columns found among ``metrics``: REC, PREC, MAP, NDCG at 5, then at 20."""
+    cutoffs = sorted({int(m.partition("@")[2]) for m in metrics})
+    chosen = [k for k in TABLE_CUTOFFS if k in cutoffs] or sorted({cutoffs[0], cutoffs[-1]})
+    return [f"{m}@{k}" for k in chosen for m, _ in TABLE_MEASURES if f"{m}@{k}" in metrics]
+
+
+def column_name(metric: str) -> str:
+    """``recall@5`` -> ``REC@5``: the paper's column names."""
+    measure, _, k = metric.partition("@")
+    return f"{dict(TABLE_MEASURES).get(measure, measure.upper())}@{k}"
+
+
+def mark(comparison: Mapping[str, Any] | None, test: str = "t") -> str:
+    """``*`` where the difference is significant after Holm's correction, ``†`` where only
+    after Benjamini-Hochberg's, else nothing (``test``: "t" or "wilcoxon")."""
+    found = (comparison or {}).get("significant") or {}
+    if found.get(f"{test}_holm"):
+        return MARKS["holm"]
+    return MARKS["bh"] if found.get(f"{test}_bh") else ""
+
+
+def _p_value(comparison: Mapping[str, Any] | None, name: str) -> float | None:
+    """A comparison's raw t-test p (``p_t``) or an adjusted p (``p_t_holm``, ...)."""
+    if comparison is None:
+        return None
+    return comparison["t_test"]["p_value"] if name == "p_t" else comparison.get(name)
+
+
+def compare_table(
+    report: Mapping[str, Any], select: str = "valid"
+) -> tuple[str, list[dict[str, Any]]]:
+    """A comparison study's table in the paper's layout: for each model the rows "Model",
+    "Model + MG", "Model + SAM" (one per strategy), the columns REC/PREC/MAP/NDCG @5 and @20,
+    each "mean ± std" over the seeds of the test metrics of each seed's validation winner, with
+    ``*`` where the paired t-test finds a difference from the model's plain row after
+    Holm-Bonferroni's correction over the study's whole family, ``†`` where only after
+    Benjamini-Hochberg's. ``select="test"``: the reference's protocol from the same runs
+    (test-selected, first replica), labelled, with no marks. Returns the markdown and the rows
+    (for CSV: per metric its mean, std, difference from plain, adjusted p-values, mark)."""
+    metrics = table_metrics(report["metrics"])
+    key = "test" if select == "valid" else "reference_protocol"
+    rows: list[dict[str, Any]] = []
+    for model in report["models"]:
+        records = [r for r in report["per_seed"] if r["model"] == model]
+        for strategy in report["strategies"]:
+            comparison = report["comparisons"][model].get(strategy) if select == "valid" else None
+            row: dict[str, Any] = {
+                "model": model, "strategy": strategy, "row": model + ARM_SUFFIX[strategy],
+                "seeds": len(records), "selected_by": select,
+            }  # fmt: skip
+            for metric in metrics:
+                mean, std = _mean_std([r["arms"][strategy][key][metric] for r in records])
+                row[f"{metric} mean"], row[f"{metric} std"] = mean, std
+                if select == "valid":  # every row has every column (the CSV's header)
+                    c = comparison[metric] if comparison is not None else None
+                    row[f"{metric} difference"] = c["difference"]["mean"] if c else None
+                    for name in ("p_t", "p_t_holm", "p_t_bh", "p_wilcoxon_holm"):
+                        row[f"{metric} {name}"] = _p_value(c, name)
+                    row[f"{metric} mark"] = mark(c)
+            rows.append(row)
+    lines = [
+        "| Model | " + " | ".join(column_name(m) for m in metrics) + " |",
+        "|---" * (1 + len(metrics)) + "|",
+    ]
+    for row in rows:
+        cells = [
+            f"{row[f'{m} mean']:.4f} ± {row[f'{m} std']:.4f}{row.get(f'{m} mark', '')}"
+            for m in metrics
+        ]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+    seeds = report["seeds"]
+    how = (
+        "each seed's winner by validation (the study's rule)"
+        if select == "valid"
+        else "**each seed's winner selected by test, first replica only** (the reference's "
+        "protocol, shown for comparison; no tests)"
+    )
+    lines += [
+        "",
+        f"Test metrics, mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))}) of "
+        f"{how}; budget {report['budget']}.",
+    ]
+    if select == "valid":
+        family = report["family"]["accuracy"]
+        alpha = family.get("alpha", 0.05)
+        lines += [
+            f"{MARKS['holm']} differs from the model's plain row: paired t-test, Holm-Bonferroni "
+            f"adjusted p < {alpha:g} over the study's whole family: {family['formula']} "
+            "comparisons"
+            + (
+                "."
+                if family["t"] == family["comparisons"]
+                else f", of which {family['t']} t-tests are defined (the others have no spread "
+                "across seeds)."
+            ),
+            f"{MARKS['bh']} significant only under Benjamini-Hochberg's adjustment (false "
+            "discovery rate) over the same family, not under Holm's.",
+            "Wilcoxon signed-rank p-values (raw and adjusted over their own family of "
+            f"{family['wilcoxon']} tests) are in report.md; with {len(seeds)} seeds the smallest "
+            f"possible two-sided Wilcoxon p is {2 / 2 ** len(seeds):.3g}.",
+        ]
+    if report.get("synthetic"):
+        lines += ["", f"Note: {SYNTHETIC_NOTE}."]
+    return "\n".join(lines), rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["model"])
     writer.writeheader()
@@ -249,56 +469,12 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def run(command: str, argv: Sequence[str]) -> int:
-    """``mgrec table ...`` and ``mgrec runs ...``."""
-    parser = argparse.ArgumentParser(prog=f"mgrec {command}", allow_abbrev=False)
-    parser.add_argument(
-        "--results_dir", default="results", help="where the runs are (default results/)"
-    )
-    if command == "table":
-        parser.description = (
-            "The paper's table (REC/PREC/MAP/NDCG@5, with and without MG) from finished runs."
-        )
-        parser.add_argument("--dataset", "-d", required=True)
-        parser.add_argument("--models", help="comma-separated (default: all nine)")
-        parser.add_argument(
-            "--select",
-            default="valid",
-            choices=["valid", "test"],
-            help="winner by valid (default) or test",
-        )
-        parser.add_argument(
-            "--test_mask_valid", action="store_true", help="runs with the RecBole masking rule"
-        )
-        parser.add_argument("--csv", metavar="FILE.csv", help="also write the rows as CSV")
-        parser.add_argument(
-            "--markdown", metavar="FILE.md", help="also write the table as markdown"
-        )
-    else:
-        parser.description = (
-            "Every run under results/, newest first (also written to results/index.csv)."
-        )
-    args = parser.parse_args(list(argv))
-    root = user_path(args.results_dir) if args.results_dir != "results" else project_path("results")
-    if not root.is_dir():
-        raise UserError(
-            f"{root}: no results folder (train something first, or pass --results_dir=DIR)"
-        )
-    if command == "runs":
-        write_index(root)
-        print(runs_table(runs(root)))
-        return 0
-    models = [m.strip() for m in args.models.split(",")] if args.models else list(MODEL_ORDER)
-    unknown = [m for m in models if m not in MODEL_ORDER]
-    if unknown:
-        raise UserError(
-            f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODEL_ORDER)}"
-        )
-    mask = "train+valid" if args.test_mask_valid else "train"
-    text, rows = paper_table(root, args.dataset, models, args.select, mask)
-    print(text)
-    if args.markdown:
-        atomic.write_text(user_path(args.markdown), text + "\n")
-    if args.csv:
-        atomic.write_text(user_path(args.csv), _csv(rows))
-    return 0
+def parse_where(items: Sequence[str]) -> dict[str, Any]:
+    """``--where key=value`` filters (values parsed as YAML, as on the command line)."""
+    where = {}
+    for item in items:
+        key, has_value, value = item.partition("=")
+        if not has_value or not key:
+            raise UserError(f"--where {item}: write --where KEY=VALUE (e.g. --where epochs=3)")
+        where[key] = parse_value(value)
+    return where

@@ -1,25 +1,20 @@
-"""The training loop with Mirror Gradient, exactly as the reference trainer runs it.
+"""The training loop: epochs, evaluation, early stopping; each batch stepped by a strategy.
 
-For batch index ``b`` (restarting at 0 every epoch) with ``b % beta == 0`` under MG::
+A strategy (``mgrec.optim``) wraps the optimizer and takes one batch's step: ``PlainStep`` (one
+optimizer step) or ``MirrorGradient`` (the reference's rule: on every ``beta``-th batch a step on
+``alpha1 * loss``, then a mirror step on ``-alpha2 *`` the loss recomputed; or the paper's
+Algorithm 1 with ``mg_mode: algorithm1``). The trainer hands it a closure computing the batch
+loss; on a mirror batch the second call sees an untouched copy of the batch (models may edit
+their batch in place). The epoch loss is the sum of first-pass losses.
 
-    mirror_batch = batch.clone()              # models may edit their batch in place
-    (alpha1 * L(batch)).backward(); step(); zero_grad()
-    (-alpha2 * L(mirror_batch)).backward()    # the "mirror" step: gradient sign flipped
-    [clip]; step()
-
-Every other batch takes one ordinary step. The epoch loss is the sum of first-pass losses. Each
-epoch: ``pre_epoch_processing`` -> batches -> LR scheduler step -> validation every
+Each epoch: ``pre_epoch_processing`` -> batches -> LR scheduler step -> validation every
 ``eval_step`` epochs -> early stopping on ``valid_metric`` (compared at 4 decimals, as the
 reference's rounded results). The test split is evaluated only when validation improves: the
 reference evaluates it every epoch but only ever reports it at the best-validation epoch.
 
-``mg_mode: algorithm1`` runs the paper's Algorithm 1 instead (plain gradient steps, trigger on
-the global step t % beta == 0, alpha1 > alpha2): under Adam the reference's alphas barely act as
-step sizes (Adam normalises the gradient's scale), so the two readings can differ.
-
 The trainer knows nothing of any model: it calls ``pre_epoch_processing``, ``calculate_loss``
 and ``parameters``; evaluation comes in as two callables. ``fit`` can start from a saved
-``FitProgress`` (with the optimizer and scheduler restored by ``load_state_dict``), so a killed
+``FitProgress`` (with the strategy and scheduler restored by ``load_state_dict``), so a killed
 run continues from its last saved epoch; ``on_epoch_end`` is where the caller saves it.
 """
 
@@ -33,10 +28,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils import clip_grad_norm_
 
 from mgrec.metrics import round4
 from mgrec.models.base import Recommender
+from mgrec.optim import strategy_for
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -80,8 +75,10 @@ class EpochRecord:
 class FitResult:
     """The outcome of training one combination.
 
-    ``stopped`` is "early-stopping", "max-epochs" or "nan-loss". ``best_state`` is a CPU copy of
-    the parameters at the best-validation epoch (when asked for).
+    ``stopped`` is "early-stopping", "max-epochs", "nan-loss" or "stop-rule" (``fit``'s
+    ``stop_when``). ``best_state`` is a CPU copy of the parameters at the best-validation epoch
+    (when asked for), and ``best_scoring`` what its scores depended on besides them
+    (``Recommender.scoring_state``), so a checkpoint reproduces its metrics exactly.
     """
 
     best_epoch: int | None
@@ -91,6 +88,7 @@ class FitResult:
     stopped: str = "max-epochs"
     message: str = ""
     best_state: dict[str, torch.Tensor] | None = None
+    best_scoring: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -124,6 +122,7 @@ class FitProgress:
             "stopped": result.stopped,
             "message": result.message,
             "best_state": result.best_state,
+            "best_scoring": result.best_scoring,
         }
 
     @classmethod
@@ -140,6 +139,7 @@ class FitProgress:
             stopped=state["stopped"],
             message=state["message"],
             best_state=state["best_state"],
+            best_scoring=state.get("best_scoring"),
         )
         return cls(
             result, state["epoch"], state["best_score"], state["bad_evals"], state["finished"]
@@ -153,7 +153,7 @@ class Trainer:
         model: any ``Recommender``.
         config: one grid combination (learner, learning_rate, weight_decay,
             learning_rate_scheduler, clip_grad_norm, epochs, eval_step, stopping_step,
-            valid_metric, and with ``mg`` on: alpha1, alpha2, beta).
+            valid_metric, and with ``mg`` on: alpha1, alpha2, beta, mg_mode).
     """
 
     def __init__(self, model: Recommender, config: Mapping[str, Any]) -> None:
@@ -162,117 +162,68 @@ class Trainer:
         self.eval_step = min(int(config["eval_step"]), self.epochs)
         self.stopping_step = int(config["stopping_step"])
         self.valid_metric = str(config["valid_metric"]).lower()
-        self.clip = dict(config["clip_grad_norm"]) if config.get("clip_grad_norm") else None
-        self.mg = bool(config.get("mg"))
-        self.mg_mode = str(config.get("mg_mode") or "reference")
-        if self.mg:
-            self.alpha1 = float(config["alpha1"])
-            self.alpha2 = float(config["alpha2"])
-            self.beta = int(config["beta"])
-        self.global_step = 0  # Algorithm 1's t: counts batches across epochs, from 1
         self.optimizer = build_optimizer(
             model.parameters(),
             str(config["learner"]),
             float(config["learning_rate"]),
             float(config.get("weight_decay") or 0.0),
         )
+        self.strategy = strategy_for(self.optimizer, config)
+        self.optimizer = self.strategy.optimizer  # SAM rebuilds it inside pytorch-optimizer's SAM
         base, period = config["learning_rate_scheduler"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda=lambda epoch: base ** (epoch / period)
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """The optimizer's and scheduler's state and Algorithm 1's global step."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "global_step": self.global_step,
-        }
+        """The strategy's state (the optimizer's and its counters) and the scheduler's."""
+        return {"strategy": self.strategy.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.global_step = int(state["global_step"])
-
-    def _step(self) -> None:
-        if self.clip:
-            clip_grad_norm_(self.model.parameters(), **self.clip)
-        self.optimizer.step()
-
-    def _gradient_step(self, scale: float) -> None:
-        """``theta <- theta - scale * lr * grad``: a plain gradient step (Algorithm 1)."""
-        lr = self.optimizer.param_groups[0]["lr"]
-        with torch.no_grad():
-            for param in self.model.parameters():
-                if param.grad is not None:
-                    param.add_(param.grad, alpha=-scale * lr)
-
-    def _train_epoch_algorithm1(self, batches: Iterable[torch.Tensor]) -> float:
-        """The paper's Algorithm 1: plain gradient steps at the scheduled learning rate; at
-        global step t with t % beta == 0, theta' = theta - a1*lr*grad L(theta), then
-        theta = theta' + a2*lr*grad L(theta'). The configured learner is not used."""
-        total, non_finite = 0.0, False
-        for batch in batches:
-            self.global_step += 1
-            self.model.zero_grad()
-            mirror = self.global_step % self.beta == 0
-            mirror_batch = batch.clone()  # models may edit their batch in place
-            loss = self.model.calculate_loss(batch)
-            loss.backward()
-            total += float(loss.detach().sum())
-            if not mirror:
-                self._gradient_step(1.0)
-                continue
-            self._gradient_step(self.alpha1)
-            self.model.zero_grad()
-            mirror_loss = self.model.calculate_loss(mirror_batch)
-            mirror_loss.backward()
-            non_finite |= bool(torch.isnan(mirror_loss.detach()).any())
-            self._gradient_step(-self.alpha2)
-        return math.nan if non_finite else total
 
     def train_epoch(self, batches: Iterable[torch.Tensor]) -> float:
-        """One pass over ``batches``; returns the sum of first-pass losses (NaN if any was NaN)."""
+        """One pass over ``batches``; returns the sum of first-pass losses (NaN if a mirror pass
+        gave NaN)."""
         self.model.train()
-        if self.mg and self.mg_mode == "algorithm1":
-            return self._train_epoch_algorithm1(batches)
+        if not getattr(
+            self.model, "trainable", True
+        ):  # built from the data (ItemKNNCBF): no batch is drawn
+            return 0.0
+        strategy = self.strategy
+        strategy.start_epoch()
         total = torch.zeros((), dtype=torch.float64)
-        mirror_nan = torch.zeros((), dtype=torch.bool)
-        for index, batch in enumerate(batches):
-            self.global_step += 1
-            self.optimizer.zero_grad()
-            if self.mg and index % self.beta == 0:
-                mirror_batch = batch.clone()
-                loss = self.model.calculate_loss(batch)
-                (self.alpha1 * loss).backward()
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-                mirror_loss = self.model.calculate_loss(mirror_batch)
-                (-self.alpha2 * mirror_loss).backward()
-                mirror_nan = mirror_nan.to(loss.device) | torch.isnan(mirror_loss.detach()).any()
-            else:
-                loss = self.model.calculate_loss(batch)
-                loss.backward()
-            self._step()
+        for batch in batches:
+            passes = [batch, batch.clone()] if strategy.mirrors_next() else [batch]
+
+            def closure(passes: list[torch.Tensor] = passes) -> torch.Tensor:
+                return self.model.calculate_loss(passes.pop(0) if len(passes) > 1 else passes[0])
+
+            loss = strategy.step(closure)
             # Accumulated on the device: no host sync per batch.
             total = total.to(loss.device) + loss.detach().double().sum()
         value = float(total)
-        return math.nan if bool(mirror_nan) else value
+        return math.nan if bool(strategy.mirror_nan) else value
 
     def fit(
         self,
         batches: Iterable[torch.Tensor],
-        validate: Callable[[], dict[str, float]],
-        test: Callable[[], dict[str, float]],
+        validate: Callable[[], dict[str, float]] | None,
+        test: Callable[[], dict[str, float]] | None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         keep_best_state: bool = False,
         progress: FitProgress | None = None,
         on_epoch_end: Callable[[FitProgress], None] | None = None,
+        stop_when: Callable[[list[float]], bool] | None = None,
     ) -> FitResult:
         """Train with early stopping; return the best-validation results and test at that epoch.
 
         ``progress`` continues a saved run (the model, optimizer and scheduler already restored);
         ``on_epoch`` sees each epoch's record, then ``on_epoch_end`` the progress to save.
+        ``validate`` and ``test`` None: no evaluation (training runs to the last epoch, a NaN
+        loss or ``stop_when``). ``stop_when`` sees the epoch losses so far after each epoch (and
+        its evaluation) and ends training when it returns True (``stopped`` "stop-rule").
         """
         state = progress or FitProgress(FitResult(best_epoch=None, best_valid={}, test_at_best={}))
         result = state.result
@@ -281,7 +232,8 @@ class Trainer:
             start = time.perf_counter()
             self.model.pre_epoch_processing()
             loss = self.train_epoch(batches)
-            self.scheduler.step()
+            if getattr(self.model, "trainable", True):  # no step was taken otherwise
+                self.scheduler.step()
             record = EpochRecord(epoch, loss, time.perf_counter() - start)
             stop = False
             if math.isnan(loss):
@@ -291,7 +243,7 @@ class Trainer:
                     "(try a smaller learning_rate); its best results so far are kept"
                 )
                 stop = True
-            elif (epoch + 1) % self.eval_step == 0:
+            elif validate is not None and test is not None and (epoch + 1) % self.eval_step == 0:
                 start = time.perf_counter()
                 record.valid = validate()
                 score = round4(record.valid[self.valid_metric])  # as the reference compares
@@ -306,12 +258,15 @@ class Trainer:
                             k: v.detach().to("cpu", copy=True)
                             for k, v in self.model.state_dict().items()
                         }
+                        result.best_scoring = self.model.scoring_state()
                 else:
                     state.bad_evals += 1
                     if state.bad_evals > self.stopping_step:
                         result.stopped, stop = "early-stopping", True
                 record.eval_seconds = time.perf_counter() - start
             result.history.append(record)
+            if not stop and stop_when is not None and stop_when([r.loss for r in result.history]):
+                result.stopped, stop = "stop-rule", True
             state.epoch = epoch + 1
             state.finished = stop or state.epoch >= self.epochs
             if on_epoch:

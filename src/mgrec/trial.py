@@ -5,8 +5,16 @@ its folder ``combo-NNN/``, and ends with a results row (returned; the caller rec
 best-validation checkpoint. On the way it writes ``config.yaml``, one ``metrics.jsonl`` line per
 epoch, and, every ``save_every`` epochs, ``training_state.pth``: the model, the optimizer and
 scheduler, every random generator, the early-stopping counters and the best state so far. A trial
-started where such a state exists (for the same combination, data and code) continues from it
-and ends with exactly the metrics an uninterrupted run would have.
+started where such a state exists (for the same combination, data and code, and intact: its
+checksum is verified, see ``checkpoint``) continues from it and ends with exactly the metrics an
+uninterrupted run would have.
+
+The checkpoint holds, besides the best epoch's parameters, what its scores depended on
+(``scoring``: ``Recommender.scoring_state``), so ``--resume`` reproduces its stored metrics.
+
+A write that fails (a full disk) ends the trial with one line (``WriteFault``) saying what is
+saved and what re-running the command will do (``SavedState.rerun``); a training state that
+cannot be saved is a warning saying the same, and training goes on.
 """
 
 from __future__ import annotations
@@ -19,16 +27,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
-from mgrec import __version__, atomic, checkpoint, rng
+from mgrec import atomic, checkpoint, rng
 from mgrec import config as configuration
-from mgrec.errors import UserError
+from mgrec.checkpoint import UnreadableFile
 from mgrec.experiment import Experiment
 from mgrec.models import Recommender
 from mgrec.provenance import code_fingerprint
 from mgrec.trainer import EpochRecord, FitProgress, Trainer
+from mgrec.version import __version__
 
 log = logging.getLogger("mgrec")
 STATE_FILE = "training_state.pth"
@@ -60,21 +68,62 @@ def _identity(experiment: Experiment) -> dict[str, Any]:
     return {
         "key": configuration.identity(experiment.config),
         "inputs": experiment.inputs,
-        "code": code_fingerprint(),
+        "code": code_fingerprint(str(experiment.config["model"])),
     }
+
+
+@dataclass
+class SavedState:
+    """What of a combination's training is saved on disk (its last training state), so that a
+    fault message says truly what re-running the command will do.
+
+    ``epoch`` is the next epoch to run from the training state last saved or loaded (None: no
+    usable state), ``finished`` whether that state holds the finished training.
+    """
+
+    number: int
+    epoch: int | None = None
+    finished: bool = False
+    failures: int = 0  # training states that could not be saved
+
+    @property
+    def name(self) -> str:
+        return f"combo-{self.number:03d}"
+
+    def saved(self, progress: FitProgress) -> None:
+        self.epoch, self.finished = progress.epoch, progress.finished
+
+    def rerun(self) -> str:
+        """What re-running the command does for this combination, given what is saved."""
+        if self.epoch is None:
+            return (
+                f"{self.name} has no training state saved, so re-running the command trains "
+                "it from the start"
+            )
+        if self.finished:
+            return (
+                f"{self.name}'s training state holds its finished training, so re-running the "
+                "command writes its checkpoint and records it without training again"
+            )
+        return (
+            f"{self.name}'s training state is saved up to epoch {self.epoch}, so re-running the "
+            f"command continues it from epoch {self.epoch}"
+        )
 
 
 def load_state(experiment: Experiment, files: TrialFiles) -> dict[str, Any] | None:
     """The saved training state of this trial, if there is one for the same combination, data
-    and code and it loads; otherwise None (with a note saying why it is not used)."""
+    and code, it loads and its checksum matches; otherwise None (with a note saying why it is
+    not used: a damaged state is a warning)."""
     if not files.state.is_file():
         return None
     try:
-        state = torch.load(files.state, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated or damaged file
-        log.info(
-            f"{files.state}: unreadable ({type(exc).__name__}); starting this combination over"
-        )
+        state, verified = checkpoint.load_file(files.state, what="training state")
+    except UnreadableFile as exc:
+        log.warning(f"warning: {exc}; combo-{files.number:03d} is trained again from the start")
+        return None
+    if not verified:
+        log.info(f"{files.state}: carries no checksum (an older mgrec's); starting over")
         return None
     wanted = _identity(experiment)
     if not isinstance(state, dict) or any(state.get(k) != v for k, v in wanted.items()):
@@ -87,6 +136,20 @@ def load_state(experiment: Experiment, files: TrialFiles) -> dict[str, Any] | No
     return state
 
 
+def rerun_note(files: TrialFiles) -> str:
+    """What re-running the command does for this combination, judged from the training state on
+    disk (read only when a later write point fails, to say so truly)."""
+    saved = SavedState(files.number)
+    try:
+        state, verified = checkpoint.load_file(files.state, what="training state")
+        if verified and isinstance(state, dict):
+            saved.epoch = int(state["progress"]["epoch"])
+            saved.finished = bool(state["progress"]["finished"])
+    except (UnreadableFile, KeyError, TypeError, ValueError):
+        pass
+    return saved.rerun()
+
+
 def save_state(
     files: TrialFiles,
     experiment: Experiment,
@@ -94,9 +157,11 @@ def save_state(
     trainer: Trainer,
     progress: FitProgress,
     seconds: float,
-) -> None:
-    """Write the training state atomically; a failure (a full disk) is a warning: the trial goes
-    on, and a crash would then cost the epochs since the last state that was saved."""
+    saved: SavedState | None = None,
+) -> bool:
+    """Write the training state atomically, with its checksum; whether it was written. A
+    failure (a full disk) is a warning saying what a re-run would continue from (the state
+    saved before, kept intact): the trial goes on."""
     state = {
         **_identity(experiment),
         "version": __version__,
@@ -108,12 +173,20 @@ def save_state(
         "rng": rng.capture(),
         "sampler": experiment.batches.generator.get_state(),
     }
+    saved = saved or SavedState(files.number)
     try:
-        atomic.save_torch(state, files.state)
+        atomic.save_torch(checkpoint.seal(state), files.state)
     except OSError as exc:
-        log.warning(
-            f"warning: could not save the training state {files.state} ({exc.strerror or exc})"
+        saved.failures += 1
+        message = (
+            f"could not save the training state {files.state} after epoch {progress.epoch - 1} "
+            f"({exc.strerror or exc}); training goes on (if it is interrupted, {saved.rerun()})"
         )
+        # The first failure is a warning; later ones (a disk that stays full) go to the log.
+        (log.warning if saved.failures == 1 else log.info)(f"warning: {message}")
+        return False
+    saved.saved(progress)
+    return True
 
 
 class _Board:
@@ -183,26 +256,39 @@ def run(
     combo = experiment.config
     params = combo["params"]
     metric = str(combo["valid_metric"]).lower()
-    atomic.write_text(files.folder / "config.yaml", configuration.to_yaml(combo))
     start = time.perf_counter()
     earlier = 0.0  # seconds spent on this combination by earlier, interrupted runs
     model = experiment.build_model()
     experiment.batches.seed(int(combo["seed"]))
     trainer = Trainer(model, combo)
     progress = None
+    saved = SavedState(files.number)
     state = load_state(experiment, files)
+    name = saved.name
     if state is not None:
         model.load_state_dict(state["model"])
         model.load_training_state(state["model_training_state"])
         trainer.load_state_dict(state["trainer"])
         rng.restore(state["rng"])
         experiment.batches.generator.set_state(state["sampler"])
-        history = _keep_epochs(files.metrics, state["progress"]["epoch"])
+        saved.epoch, saved.finished = state["progress"]["epoch"], state["progress"]["finished"]
+        with atomic.write_point(
+            files.metrics, f"{name} was not trained by this command; {saved.rerun()}"
+        ):
+            history = _keep_epochs(files.metrics, state["progress"]["epoch"])
         progress = FitProgress.from_state(state["progress"], history)
         earlier = float(state["seconds"])
+    with atomic.write_point(
+        files.folder / "config.yaml", f"{name} was not trained by this command; {saved.rerun()}"
+    ):
+        atomic.write_text(files.folder / "config.yaml", configuration.to_yaml(combo))
+    if progress is not None:
         log.info(f"resuming combination {files.number} from epoch {progress.epoch}")
     else:
-        atomic.write_text(files.metrics, "")
+        with atomic.write_point(
+            files.metrics, f"{name} was not trained by this command; {saved.rerun()}"
+        ):
+            atomic.write_text(files.metrics, "")
         log.info(
             f"model built in {time.perf_counter() - start:.2f}s, "
             f"{sum(p.numel() for p in model.parameters())} trainable parameters"
@@ -216,7 +302,10 @@ def run(
     board = _tensorboard(files, combo, 0 if progress is None else progress.epoch)
 
     def on_epoch(record: EpochRecord) -> None:
-        _append(files.metrics, record)
+        with atomic.write_point(
+            files.metrics, f"{name} stopped in epoch {record.epoch}; {saved.rerun()}"
+        ):
+            _append(files.metrics, record)
         if board is not None:
             board.epoch(record)
         line = f"epoch {record.epoch}: loss {record.loss:.4f}, train {record.train_seconds:.2f}s"
@@ -233,7 +322,7 @@ def run(
     def on_epoch_end(current: FitProgress) -> None:
         if save_every > 0 and (current.finished or current.epoch % save_every == 0):
             elapsed = earlier + time.perf_counter() - start
-            save_state(files, experiment, model, trainer, current, elapsed)
+            save_state(files, experiment, model, trainer, current, elapsed, saved)
 
     try:
         fit = trainer.fit(
@@ -257,17 +346,18 @@ def run(
     checkpoint_path = None
     if fit.best_state is not None:
         checkpoint_path = files.checkpoint
-        try:
+        best = f"best epoch {fit.best_epoch}"
+        with atomic.write_point(
+            checkpoint_path,
+            f"{name} finished training ({best}), but its checkpoint is not written and it is "
+            f"not recorded; {saved.rerun()}",
+        ):
             checkpoint.save(checkpoint_path, {
-                "state_dict": fit.best_state, "config": dict(combo), "model": combo["model"],
-                "dataset": combo["dataset"], "metrics": {"valid": fit.best_valid, "test": fit.test_at_best},
-                "best_epoch": fit.best_epoch, "inputs": experiment.inputs, "code": code_fingerprint(),
+                "state_dict": fit.best_state, "scoring": fit.best_scoring or {}, "config": dict(combo),
+                "model": combo["model"], "dataset": combo["dataset"],
+                "metrics": {"valid": fit.best_valid, "test": fit.test_at_best}, "best_epoch": fit.best_epoch,
+                "inputs": experiment.inputs, "code": code_fingerprint(str(combo["model"])),
             })  # fmt: skip
-        except OSError as exc:
-            raise UserError(
-                f"{checkpoint_path}: cannot write the checkpoint ({exc.strerror or exc}); the "
-                "training state is kept, so re-running the command finishes this combination"
-            ) from exc
     best = "none" if fit.best_epoch is None else f"epoch {fit.best_epoch}"
     log.info(
         f"finished in {seconds:.1f}s ({fit.stopped}); best validation at {best}: "
@@ -292,6 +382,6 @@ def run(
         "checkpoint": None if checkpoint_path is None else str(checkpoint_path),
         "folder": str(files.folder),
         "inputs": experiment.inputs,
-        "code": code_fingerprint(),
+        "code": code_fingerprint(str(combo["model"])),
     }
     return row, [asdict(record) for record in fit.history]

@@ -33,8 +33,9 @@ function restores the parameters bit-exactly (copies, not add/subtract).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgrec.analysis import hessian
+from mgrec.analysis import hessian, vectors
 from mgrec.data.sampler import TrainBatches
 from mgrec.models.base import Recommender
 from mgrec.rng import seeded
@@ -173,19 +174,6 @@ class FixedLoss:
 # --- directions ---------------------------------------------------------------------------------
 
 
-def _generator(seed: int, *stream: int) -> torch.Generator:
-    """A CPU generator for (seed, stream...): independent streams for each draw."""
-    state = np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(2, np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-
-
-def _gaussian_like(
-    weights: Sequence[torch.Tensor], generator: torch.Generator
-) -> list[torch.Tensor]:
-    """One standard normal tensor per weight (drawn on the CPU in the weight's dtype)."""
-    return [torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device) for w in weights]
-
-
 def layer_normalised_perturbation(
     weights: Sequence[torch.Tensor], rho: float, seed: int, draw: int
 ) -> list[torch.Tensor]:
@@ -195,7 +183,8 @@ def layer_normalised_perturbation(
     directions (common random numbers), so the sharpness-vs-ρ curve is smooth.
     """
     deltas = []
-    for w, u in zip(weights, _gaussian_like(weights, _generator(seed, 1, draw)), strict=True):
+    units = vectors.gaussian_like(weights, vectors.generator(seed, 1, draw))
+    for w, u in zip(weights, units, strict=True):
         u_norm = u.norm()
         scale = rho * w.detach().norm() / u_norm if u_norm > 0 else torch.zeros((), dtype=w.dtype)
         deltas.append(u * scale)
@@ -215,7 +204,8 @@ def filter_normalised_direction(
     if one_d not in ONE_D_MODES:
         raise ValueError(f"one_d must be one of {ONE_D_MODES}, got {one_d!r}")
     directions = []
-    for w, d in zip(weights, _gaussian_like(weights, _generator(seed, 2)), strict=True):
+    gaussian = vectors.gaussian_like(weights, vectors.generator(seed, 2))
+    for w, d in zip(weights, gaussian, strict=True):
         w = w.detach()
         if w.dim() <= 1:
             if one_d == "zero":
@@ -238,25 +228,7 @@ def _perturbable(model: nn.Module) -> Iterator[tuple[list[nn.Parameter], list[to
     try:
         yield params, saved
     finally:
-        _set(params, saved)
-
-
-def _set(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for p, v in zip(params, values, strict=True):
-            p.copy_(v)
-
-
-def _shift(
-    params: Sequence[torch.Tensor],
-    saved: Sequence[torch.Tensor],
-    direction: Sequence[torch.Tensor],
-    step: float,
-) -> None:
-    """θ <- θ₀ + step · direction, from the saved θ₀ (never cumulative)."""
-    with torch.no_grad():
-        for p, w, d in zip(params, saved, direction, strict=True):
-            p.copy_(w + step * d)
+        vectors.set_to(params, saved)
 
 
 # --- the three measurements ---------------------------------------------------------------------
@@ -286,9 +258,9 @@ def sharpness(
             row = []
             for draw in range(draws):
                 delta = layer_normalised_perturbation(saved, float(rho), seed, draw)
-                _shift(params, saved, delta, 1.0)
+                vectors.shift(params, saved, delta, 1.0)
                 plus = loss.value()
-                _shift(params, saved, delta, -1.0)
+                vectors.shift(params, saved, delta, -1.0)
                 row.append(0.5 * (plus + loss.value()) - base)
             increases.append(row)
     return {
@@ -314,7 +286,7 @@ def loss_curve(
         base = loss.value()
         direction = filter_normalised_direction(saved, seed, one_d)
         for alpha in alphas:
-            _shift(params, saved, direction, float(alpha))
+            vectors.shift(params, saved, direction, float(alpha))
             values.append(loss.value())
     return {
         "alpha": [float(a) for a in alphas],
@@ -322,32 +294,6 @@ def loss_curve(
         "base_loss": base,
         "one_d": one_d,
     }
-
-
-def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True)))
-
-
-def _double_backward_hvp(
-    loss: FixedLoss, params: Sequence[torch.Tensor], vector: Sequence[torch.Tensor]
-) -> list[torch.Tensor]:
-    """H v = ∇(∇L · v), batch by batch (one batch's double graph alive at a time)."""
-    total = [torch.zeros_like(p) for p in params]
-    for term in range(len(loss.terms)):
-        grads = torch.autograd.grad(
-            loss.term_loss(term), params, create_graph=True, allow_unused=True
-        )
-        used = [(g, v) for g, v in zip(grads, vector, strict=True) if g is not None]
-        if not used:
-            continue
-        inner = torch.stack([(g * v).sum() for g, v in used]).sum()
-        if not inner.requires_grad:  # the gradient does not depend on θ (a linear loss)
-            continue
-        hv = torch.autograd.grad(inner, params, allow_unused=True)
-        for acc, h in zip(total, hv, strict=True):
-            if h is not None:
-                acc.add_(h.detach())
-    return [h / len(loss.terms) for h in total]
 
 
 def default_fd_step(saved: Sequence[torch.Tensor]) -> float:
@@ -371,11 +317,11 @@ def _finite_difference_hvp(
     step: float,
 ) -> list[torch.Tensor]:
     """H v ≈ (∇L(θ + εv) - ∇L(θ - εv)) / 2ε (central difference, error O(ε²) + rounding)."""
-    _shift(params, saved, vector, step)
+    vectors.shift(params, saved, vector, step)
     plus = loss.gradient(params)
-    _shift(params, saved, vector, -step)
+    vectors.shift(params, saved, vector, -step)
     minus = loss.gradient(params)
-    _set(params, saved)
+    vectors.set_to(params, saved)
     return [(a - b) / (2.0 * step) for a, b in zip(plus, minus, strict=True)]
 
 
@@ -391,17 +337,21 @@ def hessian_vector_product(
     by 1/‖v‖ so the parameters move by ε). Parameters are restored bit-exactly."""
     with _perturbable(model) as (params, saved):
         if method == "double_backward":
-            return _double_backward_hvp(loss, params, vector)
+            return hvp_of(loss, params)(list(vector))
         if method == "finite_difference":
-            norm = math.sqrt(_dot(vector, vector))
+            norm = vectors.norm(vector)
             step = (fd_step or default_fd_step(saved)) / (norm if norm > 0 else 1.0)
             return _finite_difference_hvp(loss, params, saved, vector, step)
     raise ValueError(f"method must be 'double_backward' or 'finite_difference', got {method!r}")
 
 
-def hvp_of(loss: FixedLoss, params: Sequence[torch.Tensor]) -> hessian.HVP:
-    """H v of L at the current parameters, by double backward term by term."""
-    return lambda vector: _double_backward_hvp(loss, params, vector)
+def hvp_of(
+    loss: FixedLoss, params: Sequence[torch.Tensor]
+) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    """H v of L at the current parameters, by double backward term by term (one term's double
+    graph alive at a time)."""
+    terms = [functools.partial(loss.term_loss, term) for term in range(len(loss.terms))]
+    return vectors.mean_double_backward_hvp(terms, params)
 
 
 def curvature(
@@ -485,13 +435,13 @@ def descend(loss: FixedLoss, model: nn.Module, steps: int, reduce: float = 1e-2)
     losses, norms = [loss.value()], []
     for _ in range(int(steps)):
         grad = loss.gradient(params)
-        norm2 = hessian.dot(grad, grad)
+        norm2 = vectors.dot(grad, grad)
         norms.append(math.sqrt(norm2))
         if norms[-1] <= reduce * norms[0]:
             break
         start = [p.detach().clone() for p in params]
         while True:  # shrink until the decrease is at least a tenth of the linear prediction
-            _set(params, [w - step * g for w, g in zip(start, grad, strict=True)])
+            vectors.set_to(params, [w - step * g for w, g in zip(start, grad, strict=True)])
             value = loss.value()
             if value <= losses[-1] - 0.1 * step * norm2 or step < 1e-12:
                 break
@@ -555,7 +505,7 @@ def analyse(
     rhos, alphas = [float(r) for r in knobs["rhos"]], [float(a) for a in knobs["alphas"]]
     with _perturbable(model) as (params, _):
         base = loss.value()
-        gradient_norm = math.sqrt(hessian.dot(*[loss.gradient(params)] * 2))
+        gradient_norm = math.sqrt(vectors.dot(*[loss.gradient(params)] * 2))
     mean = sharpness(loss, model, rhos, int(knobs["sharpness_draws"]), seed)
     worst = worst_sharpness(loss, model, rhos, int(knobs["worst_steps"]), seed)
     curve = loss_curve(loss, model, alphas, seed, str(knobs["one_d"]))

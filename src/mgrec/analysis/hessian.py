@@ -2,14 +2,11 @@
 eigenvalues, the trace, and the worst-case (adversarial) sharpness in a relative ball.
 
 Pure numerics over an abstract objective: nothing here knows about models. A "vector" is a list
-of tensors shaped like the parameters (one tensor per parameter tensor); inner products and
-norms are accumulated in float64 whatever the parameters' dtype. The Hessian enters only through
-a caller-supplied ``hvp(v) -> H v`` (``double_backward_hvp`` builds one from a differentiable
-scalar loss closure), so the same code serves a toy quadratic and a recommender's training loss.
-
-Every random draw comes from a CPU ``torch.Generator`` seeded from ``(seed, stream, ...)``
-(``generator``) and is then moved to the vectors' device and dtype, so a seed gives the same
-numbers on any device (up to the device's arithmetic).
+of tensors shaped like the parameters (``mgrec.analysis.vectors``: products and norms in float64,
+seeded draws on a CPU generator whatever the device). The Hessian enters only through a
+caller-supplied ``hvp(v) -> H v`` (``vectors.double_backward_hvp`` builds one from a
+differentiable scalar loss closure), so the same code serves a toy quadratic and a
+recommender's training loss. Each function draws from its own stream of ``vectors.generator``.
 
 Why the smallest eigenvalue matters: for a bilinear score s = ⟨u, i⟩ with per-pair loss ℓ(s),
 the Hessian in (u, i) is ℓ''·[i; u][i; u]ᵀ + ℓ'·[[0, I], [I, 0]], and the second term has
@@ -33,120 +30,25 @@ from typing import Any
 import numpy as np
 import torch
 
-Vector = list[torch.Tensor]
-HVP = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
+from mgrec.analysis.vectors import (
+    HVP,
+    Vector,
+    axpy,
+    dimension,
+    dot,
+    gaussian_like,
+    generator,
+    norm,
+    orthogonalise,
+    rademacher_like,
+    scale,
+    set_to,
+    shift,
+    tensor_norm,
+)
 
 # Streams of ``generator`` used by each function (so their draws never coincide).
 _LANCZOS_STREAM, _TOP_STREAM, _HUTCHINSON_STREAM, _SHARPNESS_STREAM = 1, 2, 3, 4
-
-
-# --- vectors ------------------------------------------------------------------------------------
-
-
-def dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    """⟨a, b⟩ = Σ_tensors Σ_entries a·b, accumulated in float64."""
-    return float(_dot64(a, b))
-
-
-def norm(a: Sequence[torch.Tensor]) -> float:
-    """‖a‖₂ over all tensors together, accumulated in float64."""
-    return math.sqrt(max(dot(a, a), 0.0))
-
-
-def axpy(alpha: float, x: Sequence[torch.Tensor], y: Sequence[torch.Tensor]) -> Vector:
-    """alpha·x + y, as new tensors (``y``'s dtype)."""
-    return [yt + alpha * xt for xt, yt in zip(x, y, strict=True)]
-
-
-def scale(alpha: float, x: Sequence[torch.Tensor]) -> Vector:
-    """alpha·x, as new tensors."""
-    return [alpha * xt for xt in x]
-
-
-def dimension(like: Sequence[torch.Tensor]) -> int:
-    """The number of entries n of a vector shaped like ``like`` (the Hessian is n x n)."""
-    return sum(t.numel() for t in like)
-
-
-def _dot64(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    """⟨a, b⟩ as a 0-d float64 tensor on the first tensor's device (no synchronisation)."""
-    device = a[0].device if len(a) else torch.device("cpu")
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y in zip(a, b, strict=True):
-        total = total + torch.dot(x.reshape(-1).double(), y.reshape(-1).double()).to(device)
-    return total
-
-
-def _tensor_norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t.detach().reshape(-1).double()))
-
-
-def _orthogonalise(w: Vector, basis: Sequence[Sequence[torch.Tensor]]) -> Vector:
-    """w minus its projection on the orthonormal ``basis``: classical Gram-Schmidt done twice
-    ("twice is enough": orthogonal to working precision)."""
-    for _ in range(2):
-        if not basis:
-            break
-        coefficients = [float(_dot64(u, w)) for u in basis]
-        for c, u in zip(coefficients, basis, strict=True):
-            w = [wt - c * ut for wt, ut in zip(w, u, strict=True)]
-    return w
-
-
-# --- random draws -------------------------------------------------------------------------------
-
-
-def generator(seed: int, *stream: int) -> torch.Generator:
-    """A CPU generator for (seed, stream...): statistically independent streams per draw."""
-    state = np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-
-
-def gaussian_like(like: Sequence[torch.Tensor], gen: torch.Generator) -> Vector:
-    """Standard normal entries, drawn on the CPU in ``like``'s dtypes, moved to its devices."""
-    return [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in like]
-
-
-def rademacher_like(like: Sequence[torch.Tensor], gen: torch.Generator) -> Vector:
-    """Independent ±1 entries (probability ½ each), drawn on the CPU, moved to ``like``'s
-    devices and dtypes."""
-    return [
-        (2 * torch.randint(0, 2, t.shape, generator=gen) - 1).to(dtype=t.dtype, device=t.device)
-        for t in like
-    ]
-
-
-# --- Hessian-vector products --------------------------------------------------------------------
-
-
-def double_backward_hvp(
-    loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor]
-) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
-    """An ``hvp`` for the scalar ``loss_fn()`` (differentiable w.r.t. ``params``):
-    H v = ∇_θ (∇_θ L(θ) · v), two backward passes through autograd (Pearlmutter's trick).
-
-    ``loss_fn`` is re-evaluated at every call, so the product is taken at the parameters' current
-    values. Parameters the loss does not depend on get zero rows; a loss whose gradient does not
-    depend on θ (linear) gives H v = 0. The result is detached.
-    """
-    params = list(params)
-
-    def product(vector: list[torch.Tensor]) -> list[torch.Tensor]:
-        grads = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
-        inner: torch.Tensor | None = None
-        for g, v in zip(grads, vector, strict=True):
-            if g is not None:
-                term = (g * v.detach().to(dtype=g.dtype, device=g.device)).sum()
-                inner = term if inner is None else inner + term
-        if inner is None or not inner.requires_grad:
-            return [torch.zeros_like(p) for p in params]
-        hv = torch.autograd.grad(inner, params, allow_unused=True)
-        return [
-            torch.zeros_like(p) if h is None else h.detach()
-            for p, h in zip(params, hv, strict=True)
-        ]
-
-    return product
 
 
 # --- Lanczos ------------------------------------------------------------------------------------
@@ -179,7 +81,7 @@ def _unit_start(
     like: Sequence[torch.Tensor], gen: torch.Generator, against: Sequence[Vector]
 ) -> Vector | None:
     """A Gaussian unit vector orthogonal to ``against`` (None if nothing is left of it)."""
-    v = _orthogonalise(gaussian_like(like, gen), against)
+    v = orthogonalise(gaussian_like(like, gen), against)
     size = norm(v)
     # Of a Gaussian vector (norm ~sqrt(n)) the projection keeps norm ~sqrt(n - len(against)),
     # at least ~1 while any direction is left; rounding leaves ~eps sqrt(n).
@@ -230,7 +132,7 @@ def _lanczos_run(
         basis.append(v)
         w = list(hvp(v))
         alpha = dot(v, w)
-        w = _orthogonalise(w, [*frozen, *basis])
+        w = orthogonalise(w, [*frozen, *basis])
         beta = norm(w)
         alphas.append(alpha)
         norm_estimate = max(norm_estimate, abs(alpha), beta)
@@ -424,7 +326,7 @@ def top_eigenvalues(
             lanczos_converged = bool(run.residuals[index] <= threshold)
             if not lanczos_converged and new > 0:
                 break
-            y = _orthogonalise(run.ritz_vector(int(index)), [entry[2] for entry in locked])
+            y = orthogonalise(run.ritz_vector(int(index)), [entry[2] for entry in locked])
             size = norm(y)
             if size == 0.0 or not math.isfinite(size):
                 break
@@ -443,7 +345,7 @@ def top_eigenvalues(
             for index in candidates[1:]:
                 if len(locked) >= k:
                     break
-                y = _orthogonalise(run.ritz_vector(int(index)), [entry[2] for entry in locked])
+                y = orthogonalise(run.ritz_vector(int(index)), [entry[2] for entry in locked])
                 y = scale(1.0 / max(norm(y), 1e-300), y)
                 locked.append((float(run.theta[index]), float(run.residuals[index]), y, False))
             break
@@ -520,24 +422,9 @@ def hutchinson_trace(
 # --- worst-case sharpness -----------------------------------------------------------------------
 
 
-def _place(
-    params: Sequence[torch.Tensor], origin: Sequence[torch.Tensor], delta: Sequence[torch.Tensor]
-) -> None:
-    """θ <- θ₀ + δ (from the saved θ₀, never cumulative)."""
-    with torch.no_grad():
-        for p, w, d in zip(params, origin, delta, strict=True):
-            p.copy_(w + d)
-
-
-def _restore(params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for p, w in zip(params, saved, strict=True):
-            p.copy_(w)
-
-
 def _project(delta: torch.Tensor, radius: float) -> torch.Tensor:
     """The nearest point of the ball ‖δ‖ ≤ radius: δ scaled down if it lies outside."""
-    size = _tensor_norm(delta)
+    size = tensor_norm(delta)
     return delta * (radius / size) if size > radius else delta
 
 
@@ -588,7 +475,7 @@ def worst_case_sharpness(
         raise ValueError("steps must be >= 0")
     params = list(params)
     saved = [p.detach().clone() for p in params]
-    radii = [float(rho) * _tensor_norm(w) for w in saved]
+    radii = [float(rho) * tensor_norm(w) for w in saved]
     counts = {"value": 0, "gradient": 0}
 
     def value() -> float:
@@ -607,7 +494,7 @@ def worst_case_sharpness(
     def ascend(delta: Vector, grads: Vector, alpha: float) -> Vector:
         moved = []
         for d, g, r in zip(delta, grads, radii, strict=True):
-            size = _tensor_norm(g)
+            size = tensor_norm(g)
             moved.append(_project(d + g * (alpha * r / size), r) if size > 0 and r > 0 else d)
         return moved
 
@@ -619,7 +506,7 @@ def worst_case_sharpness(
         random_directions = gaussian_like(saved, generator(seed, _SHARPNESS_STREAM))
         delta: Vector = []
         for w, g, u, r in zip(saved, grads, random_directions, radii, strict=True):
-            size = _tensor_norm(g)
+            size = tensor_norm(g)
             # A first-order gain r‖g‖ at the loss's rounding level is noise, not a direction.
             noise = 64.0 * torch.finfo(w.dtype).eps * abs(base)
             if r == 0:
@@ -627,8 +514,8 @@ def worst_case_sharpness(
             elif size > 0 and r * size > noise:
                 delta.append(g * (r / size))
             else:
-                delta.append(u * (r / max(_tensor_norm(u), 1e-300)))
-        _place(params, saved, delta)
+                delta.append(u * (r / max(tensor_norm(u), 1e-300)))
+        shift(params, saved, delta)
         current = value()
         values.append(current)
         alpha = float(step_size)
@@ -641,7 +528,7 @@ def worst_case_sharpness(
                 best_trial: tuple[float, float, Vector] | None = None
                 for size in trials:
                     trial = ascend(delta, grads, size)
-                    _place(params, saved, trial)
+                    shift(params, saved, trial)
                     candidate = value()
                     if candidate > current and (best_trial is None or candidate > best_trial[0]):
                         best_trial = (candidate, size, trial)
@@ -656,9 +543,9 @@ def worst_case_sharpness(
             if not improved:
                 stalled = True
                 break
-            _place(params, saved, delta)
+            shift(params, saved, delta)
     finally:
-        _restore(params, saved)
+        set_to(params, saved)
     best = max(values)
     return {
         "increase": max(0.0, best - base),

@@ -42,12 +42,25 @@ value that is undefined is ``None``, never NaN or infinity, so the result passes
 - all differences zero after rounding (``n_nonzero == 0``): the Wilcoxon test is ``None``.
 - Empty or unequal-length inputs, non-finite values, or a confidence outside (0, 1) raise
   ``ValueError``.
+
+Multiplicity. A study makes many tests (every metric, and across models and strategies every
+pair of arms), so raw p-values below 0.05 are expected by chance alone. :func:`correct_family`
+adjusts the p-values of a whole family of comparisons: Holm-Bonferroni (:func:`holm`: controls
+the family-wise error rate, the chance of any false positive) and Benjamini-Hochberg
+(:func:`benjamini_hochberg`: controls the false discovery rate, the expected share of false
+positives among the differences called significant). The family is every comparison passed;
+the paired t-test's p-values and the Wilcoxon test's are corrected separately (two readings of
+the same hypotheses, not more hypotheses), each over the tests that could be made (an undefined
+p-value, ``None``, is not a test: it is left out and stays ``None``), so each test states its own
+family size. A difference is called significant only when its adjusted p-value is below
+``alpha`` (0.05 by default). :func:`compare_metrics` corrects over its own metrics; a study of
+several comparisons passes them all to :func:`correct_family` at once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +70,9 @@ from scipy import stats
 TIE_DECIMALS = 12
 MAX_EXACT = 50  # exact null distribution without ties up to this many non-zero pairs
 MAX_PERMUTATION = 13  # 2**13 sign patterns: still cheap to enumerate them all
+ALPHA = 0.05  # significance level, applied to adjusted p-values only
+# (name in a comparison's keys, where its raw p-value is) for the two tests of each comparison
+TESTS = (("t", "t_test"), ("wilcoxon", "wilcoxon"))
 
 
 def _float(x: float) -> float | None:
@@ -173,12 +189,15 @@ def paired_comparison(
 
 
 def compare_metrics(
-    per_seed: list[dict], metrics: Sequence[str], confidence: float = 0.95
+    per_seed: list[dict], metrics: Sequence[str], confidence: float = 0.95, alpha: float = ALPHA
 ) -> dict[str, dict]:
     """:func:`paired_comparison` for each metric over records ``{"seed", "mg": {...}, "plain": {...}}``.
 
     Pairs are taken record by record, so each record must hold both arms' value of every metric
-    (a missing one raises ``KeyError`` naming the seed). Each result also lists the ``seeds``.
+    (a missing one raises ``KeyError`` naming the seed). Each result also lists the ``seeds`` and
+    carries its p-values corrected over these metrics (:func:`correct_family`: ``p_t_holm``,
+    ``p_t_bh``, ``p_wilcoxon_holm``, ``p_wilcoxon_bh``, ``family``, ``significant``); a study
+    of several comparisons corrects again over all of them.
     """
     if not per_seed:
         raise ValueError("compare_metrics needs at least one per-seed record")
@@ -197,7 +216,120 @@ def compare_metrics(
         comparison = paired_comparison(mg, plain, confidence)
         comparison["seeds"] = [record.get("seed") for record in per_seed]
         out[metric] = comparison
+    correct_family([out], alpha)
     return out
+
+
+# --- multiplicity --------------------------------------------------------------------------------
+
+
+def _checked(p_values: Sequence[float | None]) -> list[tuple[int, float]]:
+    """(position, p) of the defined p-values, each checked to lie in [0, 1]."""
+    defined = []
+    for position, p in enumerate(p_values):
+        if p is None:
+            continue
+        if not (isinstance(p, (int, float)) and 0.0 <= float(p) <= 1.0):
+            raise ValueError(f"a p-value must be a number in [0, 1] or None, got {p!r}")
+        defined.append((position, float(p)))
+    return defined
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the order given (``None`` stays ``None`` and is not
+    counted in the family size ``m``).
+
+    With the m defined p-values sorted, ``p_(1) <= ... <= p_(m)``, the adjusted value of the
+    i-th is ``max_{j <= i} min(1, (m - j + 1) * p_(j))``: below ``alpha`` exactly when Holm's
+    step-down procedure at level ``alpha`` rejects that hypothesis (family-wise error control).
+    """
+    defined = _checked(p_values)
+    m = len(defined)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (position, p) in enumerate(sorted(defined, key=lambda x: x[1])):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[position] = running
+    return out
+
+
+def benjamini_hochberg(p_values: Sequence[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg adjusted p-values ("q-values"), in the order given (``None`` stays
+    ``None`` and is not counted in ``m``).
+
+    With the m defined p-values sorted, the adjusted value of the i-th is
+    ``min_{j >= i} min(1, m * p_(j) / j)``: below ``alpha`` exactly when the step-up procedure
+    at false discovery rate ``alpha`` rejects that hypothesis (valid for independent or
+    positively dependent tests, as metrics of one ranking are).
+    """
+    defined = _checked(p_values)
+    m = len(defined)
+    out: list[float | None] = [None] * len(p_values)
+    running = 1.0
+    ranked = sorted(defined, key=lambda x: x[1])
+    for rank in range(m, 0, -1):
+        position, p = ranked[rank - 1]
+        running = min(running, m * p / rank)
+        out[position] = running
+    return out
+
+
+def correct_family(
+    comparisons: Sequence[Mapping[str, dict]], alpha: float = ALPHA
+) -> dict[str, int]:
+    """Correct every comparison of ``comparisons`` (each a metric -> :func:`paired_comparison`
+    result mapping, e.g. one :func:`compare_metrics` output per model and pair of arms) over
+    the whole family, in place.
+
+    Each comparison gets ``p_t_holm``, ``p_t_bh``, ``p_wilcoxon_holm``, ``p_wilcoxon_bh``
+    (``None`` where its raw p-value is), ``family`` (``{"t": m_t, "wilcoxon": m_w}``: how many
+    tests each correction counted), ``alpha`` and ``significant`` (``{"t_holm", "t_bh",
+    "wilcoxon_holm", "wilcoxon_bh"}``: adjusted p < ``alpha``). Returns the family sizes.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    members = [c for group in comparisons for c in group.values()]
+    sizes: dict[str, int] = {}
+    for name, key in TESTS:
+        raw = [c[key]["p_value"] for c in members]
+        sizes[name] = sum(p is not None for p in raw)
+        for method, adjust in (("holm", holm), ("bh", benjamini_hochberg)):
+            for c, adjusted in zip(members, adjust(raw), strict=True):
+                c[f"p_{name}_{method}"] = adjusted
+    for c in members:
+        c["family"], c["alpha"] = dict(sizes), float(alpha)
+        c["significant"] = {
+            f"{name}_{method}": c[f"p_{name}_{method}"] is not None
+            and c[f"p_{name}_{method}"] < alpha
+            for name, _ in TESTS
+            for method in ("holm", "bh")
+        }
+    return sizes
+
+
+def significant_after_correction(
+    comparisons: Mapping[str, Mapping[str, Any]],
+) -> dict[str, list[str]]:
+    """The metrics of ``comparisons`` (a :func:`compare_metrics` output) significant after each
+    correction: ``{"t_holm": [...], "t_bh": [...], "wilcoxon_holm": [...], "wilcoxon_bh":
+    [...]}``, and under ``"raw_only"`` each test's raw p below alpha that neither correction
+    keeps (``"recall@20 (t-test)"``, ``"recall@50 (Wilcoxon)"``)."""
+    found: dict[str, list[str]] = {f"{n}_{m}": [] for n, _ in TESTS for m in ("holm", "bh")}
+    found["raw_only"] = []
+    labels = {"t": "t-test", "wilcoxon": "Wilcoxon"}
+    for metric, c in comparisons.items():
+        marks = c.get("significant") or {}
+        alpha = c.get("alpha", ALPHA)
+        for name, key in TESTS:
+            kept = False
+            for method in ("holm", "bh"):
+                if marks.get(f"{name}_{method}"):
+                    found[f"{name}_{method}"].append(metric)
+                    kept = True
+            raw = c[key]["p_value"]
+            if raw is not None and raw < alpha and not kept:
+                found["raw_only"].append(f"{metric} ({labels[name]})")
+    return found
 
 
 def _num(x: float | None, signed: bool = False) -> str:
@@ -218,19 +350,56 @@ def _mean_std(arm: dict) -> str:
     return _num(arm["mean"]) if std is None else f"{_num(arm['mean'])} ± {_num(std)}"
 
 
-def markdown_table(comparisons: dict[str, dict]) -> str:
-    """A Markdown table, one row per metric, of :func:`compare_metrics`' output.
+def _adjusted(c: Mapping[str, Any], name: str) -> str:
+    """An adjusted p-value, starred when below the comparison's alpha ("n/a" when absent)."""
+    value = c.get(name)
+    if value is None:
+        return "n/a"
+    return _p(value) + (" *" if value < c.get("alpha", ALPHA) else "")
+
+
+def family_note(comparisons: Mapping[str, dict]) -> str:
+    """One line naming the family the adjusted p-values were corrected over."""
+    first = next(iter(comparisons.values()), {})
+    family = first.get("family")
+    if not family:
+        return "p-values not corrected for multiplicity."
+    alpha = first.get("alpha", ALPHA)
+    sizes = (
+        f"{family['t']} tests"
+        if family["t"] == family["wilcoxon"]
+        else f"{family['t']} t-tests, {family['wilcoxon']} Wilcoxon tests"
+    )
+    return (
+        f"Adjusted p-values over a family of {sizes} per test: Holm-Bonferroni (family-wise "
+        f"error) and Benjamini-Hochberg (false discovery rate); * marks an adjusted p below "
+        f"α = {alpha:g}, the only reading of significance here (raw p-values are uncorrected)."
+    )
+
+
+def markdown_table(
+    comparisons: dict[str, dict],
+    labels: tuple[str, str] = ("No MG", "MG"),
+    first: str = "Metric",
+) -> str:
+    """A Markdown table, one row per metric, of :func:`compare_metrics`' output, and a line
+    naming the family of the correction.
 
     Columns: no-MG mean ± std, MG mean ± std, mean difference (MG - no MG) with its confidence
-    interval, t-test p, Wilcoxon p. Numbers to 4 places, p-values to 3 significant digits;
-    undefined values read ``n/a``.
+    interval, then for the t-test and the Wilcoxon test the raw p and the Holm and
+    Benjamini-Hochberg adjusted p (``*`` below alpha). Numbers to 4 places, p-values to 3
+    significant digits; undefined values read ``n/a``. ``labels`` name the two arms (the
+    baseline, in the ``"plain"`` slot, first; e.g. ``("VBPR", "VBPR + SAM")``), ``first`` the
+    first column.
     """
     levels = {round(100 * c["confidence"], 6) for c in comparisons.values()} or {95.0}
     level = f"{levels.pop():g} %" if len(levels) == 1 else "CI"
+    base, other = labels
+    difference = "MG − no MG" if labels == ("No MG", "MG") else f"{other} − {base}"
     lines = [
-        f"| Metric | No MG (mean ± std) | MG (mean ± std) | Δ MG − no MG [{level} CI] "
-        "| t-test p | Wilcoxon p |",
-        "|---|---|---|---|---|---|",
+        f"| {first} | {base} (mean ± std) | {other} (mean ± std) | Δ {difference} [{level} CI] "
+        "| t-test p | t p Holm | t p BH | Wilcoxon p | Wilcoxon p Holm | Wilcoxon p BH |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for metric, c in comparisons.items():
         diff = c["difference"]
@@ -243,10 +412,14 @@ def markdown_table(comparisons: dict[str, dict]) -> str:
             _mean_std(c["mg"]),
             delta,
             _p(c["t_test"]["p_value"]),
+            _adjusted(c, "p_t_holm"),
+            _adjusted(c, "p_t_bh"),
             _p(c["wilcoxon"]["p_value"]),
+            _adjusted(c, "p_wilcoxon_holm"),
+            _adjusted(c, "p_wilcoxon_bh"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + family_note(comparisons) + "\n"
 
 
 def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -305,6 +478,74 @@ def plot_seeds(
         ax.set_xlim(-0.5, 1.5)
         ax.set_title(metric)
         ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize="small", loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_differences(
+    panels: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+    metrics: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    mark: str = "t_holm",
+    metric_labels: Sequence[str] | None = None,
+) -> Path:
+    """Save a PNG of paired differences with their intervals, one panel per entry of ``panels``
+    (e.g. per strategy: ``{"MG - plain": {"VBPR": compare_metrics output, ...}, ...}``).
+
+    In each panel, one row per metric (top to bottom in ``metrics``' order) and one point per
+    series (model: offset and coloured), at the mean difference with its confidence interval as
+    a horizontal bar; the point is filled where the difference is significant after correction
+    (``mark``: a key of each comparison's ``significant``, Holm-adjusted t-test by default) and
+    hollow otherwise; a vertical line marks zero; ``metric_labels`` name the rows (default the
+    metrics). Agg canvas only, as :func:`plot_seeds`. Returns the path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = list(metrics)
+    if not panels or not metrics:
+        raise ValueError("plot_differences needs at least one panel and one metric")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    series = list(dict.fromkeys(name for panel in panels.values() for name in panel))
+    colors = [f"C{i % 10}" for i in range(len(series))]
+    fig = Figure(
+        figsize=(4.4 * len(panels), 1.4 + 0.42 * len(metrics) * max(1, len(series)) ** 0.5),
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    spread = 0.6 / max(len(series), 1)
+    for ax, (panel, comparisons) in zip(axes, panels.items(), strict=True):
+        for i, name in enumerate(series):
+            if name not in comparisons:
+                continue
+            offset = (i - (len(series) - 1) / 2) * spread
+            for row, metric in enumerate(metrics):
+                c = comparisons[name].get(metric)
+                if c is None or c["difference"]["mean"] is None:
+                    continue
+                diff = c["difference"]
+                y = len(metrics) - 1 - row - offset  # the first series on top
+                low, high = diff["ci_low"], diff["ci_high"]
+                if low is not None and high is not None:
+                    ax.plot([low, high], [y, y], color=colors[i], lw=1.4)
+                filled = bool((c.get("significant") or {}).get(mark))
+                ax.plot(
+                    [diff["mean"]], [y], "o", color=colors[i], ms=5,
+                    markerfacecolor=colors[i] if filled else "white",
+                    label=name if row == 0 else None,
+                )  # fmt: skip
+        ax.axvline(0.0, color="0.4", lw=0.8)
+        ax.set_yticks(range(len(metrics)), list(reversed(list(metric_labels or metrics))))
+        ax.set_title(panel, fontsize=10)
+        level = next((c["confidence"] for p in comparisons.values() for c in p.values()), 0.95)
+        ax.set_xlabel(f"difference from plain (mean, {level:.0%} CI)")
+        ax.grid(axis="x", alpha=0.3)
     axes[0].legend(fontsize="small", loc="best")
     if title:
         fig.suptitle(title)

@@ -1,5 +1,2 @@
-"""Data layer: reading MMRec's layout, the embedded synthetic dataset, training batches, cache."""
-
-from mgrec.data.dataset import RecData, Split, load_dataset
-
-__all__ = ["RecData", "Split", "load_dataset"]
+"""Data layer: reading MMRec's layout (``dataset``; ``files`` checks a dataset's files without
+reading them), the embedded synthetic dataset, training batches, the cache of derived data."""

@@ -21,14 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mgrec.data.files import MODALITIES, MODALITY_NAMES, check_files
 from mgrec.errors import UserError
-from mgrec.paths import project_path
 
-DOWNLOAD_HINT = (
-    "MMRec's data README (github.com/enoche/MMRec/tree/master/data) links the Amazon downloads"
-)
-MODALITIES = {"v": "vision_feature_file", "t": "text_feature_file"}
-MODALITY_NAMES = {"v": "image", "t": "text"}
 # An id space this many times larger than the ids in use (and by more than SPARSE_IDS_MIN ids)
 # is reported: every unused id still costs an embedding row and a column of every ranking.
 SPARSE_IDS_FACTOR = 10
@@ -108,10 +103,6 @@ class RecData:
             f"{len(self.train)} train / {len(self.valid)} valid / {len(self.test)} test rows"
             + (f"; features: {widths}" if widths else "")
         )
-
-
-def dataset_dir(config: Mapping[str, Any]) -> Path:
-    return project_path(config["data_path"]) / str(config["dataset"])
 
 
 def _check_ids(column: pd.Series, name: str, file: Path) -> np.ndarray:
@@ -231,20 +222,9 @@ def load_dataset(config: Mapping[str, Any], modalities: str = "any") -> RecData:
         config: the resolved config (data path, field and file names).
         modalities: what the model needs: ``"any"`` (image and/or text), ``"both"``, or ``"none"``.
     """
-    folder = dataset_dir(config)
+    folder = check_files(config, modalities)
     name = str(config["dataset"])
-    if not folder.is_dir():
-        raise UserError(
-            f"{folder}: dataset folder not found; put {config['inter_file_name']}, "
-            f"{config['vision_feature_file']} and {config['text_feature_file']} there "
-            f"(or pass --data_path=DIR); {DOWNLOAD_HINT}"
-        )
     inter_file = folder / str(config["inter_file_name"])
-    if not inter_file.is_file():
-        raise UserError(
-            f"{inter_file}: interaction file not found; the dataset folder must hold "
-            f"{config['inter_file_name']} (tab-separated userID, itemID, x_label); {DOWNLOAD_HINT}"
-        )
     users, items, labels = read_inter(inter_file, config)
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     is_train = labels == 0
@@ -286,20 +266,6 @@ def load_dataset(config: Mapping[str, Any], modalities: str = "any") -> RecData:
             if file.exists() or file.is_symlink():
                 features[modality] = read_features(file, n_items)
                 sources[modality] = file_digest(file)
-    wanted = [config[MODALITIES[m]] for m in MODALITIES]
-    model = config.get("model", "this model")
-    if modalities == "any" and not features:
-        raise UserError(
-            f"{folder}: {model} needs item features, but neither {wanted[0]} nor {wanted[1]} "
-            "exists there; add at least one feature file"
-        )
-    if modalities == "both":
-        for modality, key in MODALITIES.items():
-            if modality not in features:
-                raise UserError(
-                    f"{folder / str(config[key])}: {model} needs both image and text features; "
-                    f"this {MODALITY_NAMES[modality]} feature file is missing"
-                )
     valid, test = splits
     return RecData(name, folder, n_users, n_items, train, valid, test, features, sources, notes)
 

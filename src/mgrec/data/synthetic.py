@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mgrec import atomic
+from mgrec.data.files import EMBEDDED_NAME
 from mgrec.data.split import split_labels
-
-EMBEDDED_NAME = "synthetic"
 
 
 @dataclass(frozen=True)

@@ -5,19 +5,31 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from mgrec import graphs
-from mgrec.data.dataset import MODALITY_NAMES, RecData
+from mgrec.data.dataset import RecData
+from mgrec.data.files import MODALITY_NAMES
 from mgrec.data.user_graph import UserGraph
 from mgrec.errors import UserError
+from mgrec.models.schema import check_keys
 from mgrec.rng import seeded
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 """A model's scoring function: users [b] (int64) -> scores [b, n_items] for every item."""
+
+
+class BlockScorer(Protocol):
+    """What ``Recommender.scorer`` returns: scores of every item for users [b] (``scorer(users)``
+    -> [b, I]) and of any contiguous range of items (``block(users, start, stop)`` -> [b, stop -
+    start]), so an evaluator can stream items in bounded memory."""
+
+    def __call__(self, users: torch.Tensor) -> torch.Tensor: ...
+
+    def block(self, users: torch.Tensor, start: int, stop: int) -> torch.Tensor: ...
 
 
 class DotScorer:
@@ -139,7 +151,19 @@ class Recommender(nn.Module):
     """Base of all models. The trainer uses ``pre_epoch_processing`` and ``calculate_loss``;
     the evaluator uses ``scorer``. Subclasses set the class attributes below.
 
+    **Declaring a model.** A concrete model sets ``name`` in its class body (this is what makes
+    a class in ``mgrec/models/`` a built-in model: see ``registry``), and ``paper_order`` when it
+    appears in the paper's tables. A model from outside the package may ship its defaults as
+    ``config_file`` (a YAML file, relative to its module's folder) or ``default_config``.
+
     Attributes:
+        name: the model's name (``--model``); set by concrete models only.
+        paper_order: its row in the paper's tables (1 = first), or None.
+        config_file: (models from outside mgrec) their YAML defaults, beside their module.
+        default_config: (models from outside mgrec) their defaults as a mapping, when they
+            ship no YAML file; may hold ``hyper_parameters`` (the grid keys).
+        trainable: False for a model that is built from the data and trains nothing
+            (ItemKNNCBF): a run evaluates it once.
         modalities: features the model needs: "any" (image and/or text), "both" or "none".
         needs_user_graph: whether the model reads the user-user graph.
         needs_item_graph: whether the model reads the frozen kNN item graph (``knn_k``,
@@ -154,7 +178,10 @@ class Recommender(nn.Module):
 
     Models whose reference scores validation and test from the representation cached by the
     last training forward (MMGCN, GRCN, DualGNN, SLMRec) store it with ``remember`` and set
-    ``stale_scores``; ``fresh_eval`` (config key, default False) recomputes instead.
+    ``stale_scores``; ``fresh_eval`` (config key, default False) recomputes instead. What the
+    scores depend on besides the parameters (that cache, a per-epoch draw scoring reads) is
+    saved with a checkpoint through ``scoring_state``/``load_scoring_state``, so ``--resume``
+    scores exactly as the run did.
 
     **Randomness.** A model owns its training-time randomness (edge pruning, target dropout,
     sampled neighbours) and offers two ways to remove it, for analysis:
@@ -168,6 +195,11 @@ class Recommender(nn.Module):
     ``call_randomness()``; the trainer never needs to know.
     """
 
+    name: ClassVar[str]
+    paper_order: ClassVar[int | None] = None
+    config_file: ClassVar[str | None] = None
+    default_config: ClassVar[Mapping[str, Any]] = {}
+    trainable: ClassVar[bool] = True
     modalities: ClassVar[str] = "any"
     needs_user_graph: ClassVar[bool] = False
     needs_item_graph: ClassVar[bool] = False
@@ -229,7 +261,7 @@ class Recommender(nn.Module):
         user_e, item_e = self.inference_embeddings()
         return user_e[users] @ item_e.T
 
-    def scorer(self) -> DotScorer:
+    def scorer(self) -> BlockScorer:
         """Scores of users for every item, with representations computed once for all batches.
 
         Reproduces the reference's stale scoring (the last training forward's representation)
@@ -241,11 +273,38 @@ class Recommender(nn.Module):
             user_e, item_e = self.inference_embeddings()
         return DotScorer(user_e, item_e)
 
-    def prepare_scoring(self) -> None:
+    def prepare_scoring(self, state: Mapping[str, torch.Tensor] | None = None) -> None:
         """Score from the parameters, as the reference's quick_eval does after loading a
-        checkpoint: representations always recomputed, the per-epoch state drawn once."""
-        self.fresh_eval = True
+        checkpoint: representations always recomputed, the per-epoch state drawn once. Given
+        ``state`` (what ``scoring_state`` returned when the checkpoint's metrics were
+        computed), score exactly as the run did instead."""
         self.pre_epoch_processing()
+        if state is None:
+            self.fresh_eval = True
+        else:
+            self.load_scoring_state(state)
+
+    def scoring_state(self) -> dict[str, torch.Tensor]:
+        """What the scores depend on besides the parameters, as CPU tensors (saved with a
+        checkpoint, so that it scores as the run that wrote it did): the representation of the
+        last training forward when scores come from it (``stale_scores`` without
+        ``fresh_eval``; the reference's ``result_embed``), ``cached_users`` [U, D] and
+        ``cached_items`` [I, D]. Models with per-epoch draws that scoring reads add them."""
+        if not self.stale_scores or self.fresh_eval or self.training_cache is None:
+            return {}
+        user_e, item_e = self.training_cache
+        return {
+            "cached_users": user_e.detach().to("cpu", copy=True),
+            "cached_items": item_e.detach().to("cpu", copy=True),
+        }
+
+    def load_scoring_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Put back what ``scoring_state`` returned (on the model's device)."""
+        if "cached_users" in state and "cached_items" in state:
+            self.training_cache = (
+                state["cached_users"].to(self.device),
+                state["cached_items"].to(self.device),
+            )
 
     # --- randomness ----------------------------------------------------------------------------
 
@@ -309,36 +368,6 @@ class Recommender(nn.Module):
         else:
             with seeded(self._call_seed, self.device):
                 yield
-
-
-def check_keys(config: Mapping[str, Any], **wanted: str) -> None:
-    """Validate model keys. ``wanted`` maps a key to 'int+', 'number', 'number+' or 'fraction'."""
-    checks = {
-        "int+": (
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-            "an integer >= 1",
-        ),
-        "int0": (
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-            "an integer >= 0",
-        ),
-        "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-        "number+": (
-            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-            "a number >= 0",
-        ),
-        "fraction": (
-            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
-            "a number in [0, 1)",
-        ),
-    }
-    for key, kind in wanted.items():
-        test, description = checks[kind]
-        if key not in config or not test(config[key]):
-            raise UserError(
-                f"config key '{key}' must be {description} for {config.get('model')}, "
-                f"got {config.get(key)!r}"
-            )
 
 
 def add_feature_tables(

@@ -38,6 +38,8 @@ def _alignment(
 class BM3(Recommender):
     """Bootstrapped multimodal latent embeddings with a shared predictor."""
 
+    name = "BM3"
+    paper_order = 6
     modalities = "any"
     # created by add_feature_tables when the modality is present
     image_embedding: nn.Embedding

@@ -28,6 +28,8 @@ from mgrec.models.modality_gcn import LATENT, UserGraphRecommender, softmaxed_we
 class DRAGON(UserGraphRecommender):
     """Dual graphs (user-user, item-item) over concatenated modality GCN representations."""
 
+    name = "DRAGON"
+    paper_order = 8
     needs_item_graph = True
     config_schema = {
         "reg_weight": "number+", "feat_embed_dim": "int+", "knn_k": "int+",

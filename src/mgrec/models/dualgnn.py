@@ -28,6 +28,8 @@ from mgrec.models.modality_gcn import LATENT, UserGraphRecommender, softmaxed_we
 class DualGNN(UserGraphRecommender):
     """Modality GCNs fused by learned per-user weights, smoothed over a user-user graph."""
 
+    name = "DualGNN"
+    paper_order = 4
     stale_scores = True
     config_schema = {"reg_weight": "number+"}
 

@@ -32,6 +32,8 @@ def _bpr(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Ten
 class FREEDOM(EdgePruning):
     """Frozen item-item graph plus a denoised (pruned) user-item graph."""
 
+    name = "FREEDOM"
+    paper_order = 7
     modalities = "any"
     # created by add_feature_tables when the modality is present
     image_embedding: nn.Embedding

@@ -96,6 +96,8 @@ class IdGCN(nn.Module):
 class GRCN(Recommender):
     """Id embeddings propagated over a graph refined by per-modality attention."""
 
+    name = "GRCN"
+    paper_order = 3
     modalities = "any"
     config_schema = {
         "embedding_size": "int+",

@@ -69,6 +69,8 @@ def refine(y: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
 class LayerGCN(EdgePruning):
     """Layer-refined graph convolution over the user-item graph."""
 
+    name = "LayerGCN"
+    paper_order = 9
     modalities = "none"
     config_schema = {
         "embedding_size": "int+",

@@ -119,6 +119,8 @@ class GatedModalityGCN(nn.Module):
 class MMGCN(Recommender):
     """One graph network per modality over the user-item graph, averaged."""
 
+    name = "MMGCN"
+    paper_order = 2
     modalities = "any"
     config_schema = {"embedding_size": "int+", "reg_weight": "number+"}
     id_embedding: torch.Tensor  # a buffer (frozen) [R]

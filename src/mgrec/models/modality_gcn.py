@@ -146,6 +146,24 @@ class UserGraphRecommender(Recommender):
     def _fix_epoch(self) -> None:
         self.pre_epoch_processing()  # is_deterministic is set: padding without drawing
 
+    def scoring_state(self) -> dict[str, torch.Tensor]:
+        """Also the epoch's neighbour table (``neighbour_ids`` / ``neighbour_weights`` [U, 40]):
+        scoring aggregates users over it, and its padding is a random draw."""
+        state = super().scoring_state()
+        if self.neighbour_ids is not None and self.neighbour_weights is not None:
+            state["neighbour_ids"] = self.neighbour_ids.to("cpu", copy=True)
+            state["neighbour_weights"] = self.neighbour_weights.to("cpu", copy=True)
+        return state
+
+    def load_scoring_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        super().load_scoring_state(state)
+        if "neighbour_ids" in state and "neighbour_weights" in state:
+            self.neighbour_ids = state["neighbour_ids"].to(self.device)
+            self.neighbour_weights = state["neighbour_weights"].to(self.device)
+            self.neighbours = graphs.neighbour_sum(
+                self.neighbour_ids, self.neighbour_weights, self.n_users
+            )
+
     def modality_representations(self) -> torch.Tensor:
         """[R_v ‖ R_t] [N, 128]: both branches propagated over P (in one sparse product)."""
         x = torch.cat([self.v_gcn(self.v_feat), self.t_gcn(self.t_feat)], dim=1)

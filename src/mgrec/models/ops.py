@@ -3,10 +3,15 @@
 Each fused operation has a fast backward for training and, when it is differentiated twice
 (Hessian-vector products by double backward, ``mgrec.analysis``), falls back to autograd on
 its plain formula (``plain_backward``), so second derivatives stay exact.
+
+One helper relies on a private torch API: ``ReusableBuffer`` reads torch's storage use count,
+only where ``counts_storage_users`` (checked once per process) finds that counter present and
+working; elsewhere it hands out fresh memory (the plain path, the same values).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,10 +49,38 @@ def plain_backward(
     return tuple(found.get(i) for i in range(len(inputs)))
 
 
+def _storage_use_count(storage: torch.UntypedStorage) -> int:
+    """How many owners ``storage``'s memory has: torch's private, undocumented counter (the
+    storage object itself counts one, every tensor over the memory one more). Only called once
+    ``counts_storage_users`` has found it present and counting so."""
+    return int(torch._C._storage_Use_Count(storage._cdata))
+
+
+@functools.cache
+def counts_storage_users() -> bool:
+    """Whether this torch has the private storage use count that ``ReusableBuffer`` relies on,
+    and it counts as assumed: more than one while a tensor (or a view made with ``set_``) is
+    over the memory, exactly one once only the storage object is left. Checked once per
+    process; where it fails, every ``ReusableBuffer`` hands out fresh memory (the plain path:
+    the same values, only slower), so an API change in torch can cost speed, never results."""
+    if getattr(torch._C, "_storage_Use_Count", None) is None:
+        return False
+    try:
+        tensor = torch.empty(8)
+        storage = tensor.untyped_storage()
+        with_tensor = _storage_use_count(storage)
+        view = torch.empty(0).set_(storage, 0, (2, 2), (2, 1))
+        with_view = _storage_use_count(storage)
+        del tensor, view
+        alone = _storage_use_count(storage)
+    except Exception:  # a changed signature or attribute: not the API assumed
+        return False
+    return with_tensor > 1 and with_view > with_tensor and alone == 1
+
+
 def _sole_owner(storage: torch.UntypedStorage) -> bool:
     """Whether nothing but ``storage`` itself references its memory (no tensor over it)."""
-    use_count = getattr(torch._C, "_storage_Use_Count", None)
-    return use_count is not None and use_count(storage._cdata) == 1
+    return _storage_use_count(storage) == 1
 
 
 class ReusableBuffer:
@@ -62,12 +95,18 @@ class ReusableBuffer:
     time, e.g. a ``.grad`` that ``zero_grad`` set to None, has been released), else over fresh
     memory, kept from then on. So a tensor handed out is never written again while anything
     still holds it (a caller keeping a gradient, ``zero_grad(set_to_none=False)``).
+
+    Whether anything else references the memory is read from a private torch counter, used only
+    where ``counts_storage_users`` finds it working; elsewhere ``empty`` is ``like.new_empty``.
     """
 
     def __init__(self) -> None:
         self._storage: torch.UntypedStorage | None = None
 
     def empty(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` (contiguous), ``like``'s dtype and device."""
+        if not counts_storage_users():  # the plain path: fresh memory, nothing kept
+            return like.new_empty(tuple(shape))
         nbytes = math.prod(shape) * like.element_size()
         storage = self._storage
         if (

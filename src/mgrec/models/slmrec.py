@@ -45,6 +45,8 @@ def _linear_with_default_bias(fan_in: int, fan_out: int) -> nn.Linear:
 class SLMRec(Recommender):
     """LightGCN over id, image and text item embeddings with a fine-and-coarse SSL task."""
 
+    name = "SLMRec"
+    paper_order = 5
     modalities = "both"
     stale_scores = True
     v_feat: torch.Tensor  # buffers

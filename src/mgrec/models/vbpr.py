@@ -26,6 +26,8 @@ FULL_PROJECTION = 0.75
 class VBPR(Recommender):
     """Matrix factorisation whose item side also embeds the raw multimodal features."""
 
+    name = "VBPR"
+    paper_order = 1
     modalities = "any"
     config_schema = {"embedding_size": "int+", "reg_weight": "number+"}
     item_raw_features: torch.Tensor  # a buffer

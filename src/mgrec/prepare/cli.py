@@ -8,7 +8,9 @@ from mgrec.prepare.options import DEFAULT_SEED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (abbreviated flags are refused: ``--rat`` is not ``--ratings``)."""
+    """The argument parser (abbreviated flags are refused: ``--rat`` is not ``--ratings``).
+    Flags are spelled with underscores, as the main command's (``--text_model``); the hyphenated
+    spellings (``--text-model``) are accepted too."""
     parser = argparse.ArgumentParser(
         prog="mgrec prepare",
         description="Turn the raw files of one 2014 Amazon category into an MMRec dataset folder "
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the reference's shuffle had none)",
     )
     add(
+        "--text_model",
         "--text-model",
         metavar="PATH",
         help="a local sentence-transformers model folder (default: all-MiniLM-L6-v2 from the "
@@ -57,5 +60,5 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop with an error if a file has lines that cannot be parsed (default: skip them)",
     )
-    add("--no-progress", action="store_true", help="no progress bars")
+    add("--no_progress", "--no-progress", action="store_true", help="no progress bars")
     return parser

@@ -1,6 +1,6 @@
 """A run's folder on disk: its combinations' numbers, claims, and the results file.
 
-A run lives in ``<results_dir>/<dataset>/<Model>-<mg|plain>-<dataset>-<hash>/`` (the hash covers
+A run lives in ``<results_dir>/<dataset>/<Model>-<strategy>-<dataset>-<hash>/`` (the hash covers
 the run's settings apart from the values of its grid keys, so a grid that grows keeps its
 folder) with its checkpoints in ``<checkpoint_dir>/<dataset>/<same name>/``::
 
@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from mgrec import atomic
 from mgrec import config as configuration
+from mgrec.models import registry
 from mgrec.paths import project_path
 
 RESULTS = "results.jsonl"
@@ -41,9 +42,12 @@ TRAINING_STATE = "training_state.pth"
 
 
 def run_name(config: Mapping[str, Any]) -> str:
-    """``<Model>-<mg|plain>-<dataset>-<hash>``: readable, and unique per run's settings."""
-    tag = "mg" if config["mg"] else "plain"
-    return f"{config['model']}-{tag}-{config['dataset']}-{configuration.run_identity(config)}"
+    """``<Model>-<strategy>-<dataset>-<hash>`` (strategy: mg, plain, sam, asam): readable, and
+    unique per run's settings (a model given as ``module:Class`` shows its class name; the hash
+    tells such models apart)."""
+    tag = configuration.strategy_name(config)
+    model = registry.find(str(config["model"])).display_name
+    return f"{model}-{tag}-{config['dataset']}-{configuration.run_identity(config)}"
 
 
 @contextlib.contextmanager
@@ -135,10 +139,13 @@ class RunFolder:
         except BlockingIOError:
             handle.close()
             return None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{socket.gethostname()} {os.getpid()}\n")
-        handle.flush()
+        # Who holds it, for a person looking (the lock is the claim: a full disk that stops
+        # this note from being written changes nothing).
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            handle.flush()
         return Claim(number, handle)
 
     # --- results ---------------------------------------------------------------------------

@@ -30,16 +30,16 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from mgrec.errors import UserError
+from mgrec.experiment import ExperimentBuilder
+from mgrec.models import registry
 from mgrec.paths import PACKAGE_DIR, project_path
-from mgrec.provenance import code_fingerprint
+from mgrec.runs.grid import Grid
+from mgrec.runs.schedule import Job, Outcome, drive
 
 log = logging.getLogger("mgrec")
 RAY_MISSING = 'executor: ray needs Ray: pip install -e ".[ray]" (or pip install "ray>=2.60,<2.61")'
@@ -97,7 +97,7 @@ def ray_session(config: Mapping[str, Any]) -> Iterator[Any]:
         if ray.is_initialized():  # a caller (a test, a notebook) connected already
             yield ray
             return
-        runtime_env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+        runtime_env = {"env_vars": {"PYTHONPATH": _pythonpath(config.get("model"))}}
         common: dict[str, Any] = dict(
             include_dashboard=False, log_to_driver=False, configure_logging=False,
             runtime_env=runtime_env,
@@ -173,10 +173,17 @@ def _restore_env(values: Mapping[str, str | None]) -> None:
             os.environ[key] = value
 
 
-def _pythonpath() -> str:
-    """Workers import this mgrec (a checkout's src/, or the installed package's folder)."""
+def _pythonpath(model: str | None = None) -> str:
+    """Workers import this mgrec (a checkout's src/, or the installed package's folder) and,
+    for a model given as ``module:Class``, the folder its module was imported from here (the
+    same string is imported there: classes never travel pickled)."""
     existing = os.environ.get("PYTHONPATH")
-    return os.pathsep.join([str(PACKAGE_DIR.parent), *([existing] if existing else [])])
+    folders = [str(PACKAGE_DIR.parent)]
+    if model is not None and registry.find(model).kind == "import path":
+        root = registry.import_root(model)
+        if root is not None:
+            folders.append(str(root))
+    return os.pathsep.join([*folders, *([existing] if existing else [])])
 
 
 def resolved(combo: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,17 +270,12 @@ def concurrency(cpus: float, gpus: float, cluster_cpus: float, cluster_gpus: flo
     return max(fit, 0)
 
 
-def run_on_ray(
-    grids: Sequence[Any],
-    builder: Any,
-    config: Mapping[str, Any],
-    quiet: bool = False,
-    on_trial: Callable[[Mapping[str, Any]], None] | None = None,
-) -> list[str]:
-    """Train what ``grids`` (``runner.Grid``) have left as Ray tasks; returns the failures (one
-    line each). Combinations other processes hold are waited for, then submitted if still
-    unfinished. Ctrl-C cancels every task of this run and releases its claims."""
-    with ray_session(config) as ray:
+class RayExecutor:
+    """Each submitted job is one Ray task (``trial_task``), on a connected session."""
+
+    label = "grid (ray)"
+
+    def __init__(self, ray: Any, config: Mapping[str, Any]) -> None:
         total = ray.cluster_resources()
         cluster_cpus, cluster_gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
         cpus, gpus = resources(config, cluster_gpus)
@@ -282,112 +284,53 @@ def run_on_ray(
                 f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but the Ray cluster has "
                 f"{cluster_cpus:g} CPUs and {cluster_gpus:g} GPUs: lower cpus_per_trial/gpus_per_trial"
             )
-        remote = ray.remote(trial_task).options(
+        self.ray, self.cpus = ray, cpus
+        self.remote = ray.remote(trial_task).options(
             num_cpus=cpus, num_gpus=gpus, max_retries=int(config.get("max_retries", 2))
         )
-        return _drive(ray, remote, grids, builder, cpus, quiet, on_trial)
+        self._pending: dict[Any, Job] = {}
 
+    def submit(self, job: Job) -> None:
+        files = job.grid.files(job.key)
+        ref = self.remote.remote(
+            resolved(job.combo), files.number, str(files.folder), str(files.checkpoint),
+            int(self.cpus),
+        )  # fmt: skip
+        self._pending[ref] = job
 
-def _drive(
-    ray: Any, remote: Any, grids: Sequence[Any], builder: Any, cpus: float, quiet: bool,
-    on_trial: Callable[[Mapping[str, Any]], None] | None,
-) -> list[str]:  # fmt: skip
-    from mgrec.runner import log_into
-
-    all_combos = sum(len(g.combos) for g in grids)
-    bar = tqdm(
-        total=all_combos, initial=sum(len(g.results) for g in grids), desc="grid (ray)",
-        unit="combo", dynamic_ncols=True, disable=True if quiet else None,
-    )  # fmt: skip
-    pending: dict[Any, tuple[Any, str, Any]] = {}
-    waiting: list[tuple[Any, dict[str, Any], str]] = []
-    failures: list[str] = []
-
-    def done(grid: Any, key: str) -> None:
-        bar.update(1)
-        if on_trial:
-            on_trial(grid.results[key])
-
-    def submit(grid: Any, combo: dict[str, Any], key: str, claim: Any) -> None:
-        row = grid.current(key, builder, combo)
-        if row is not None:  # finished meanwhile by another process
-            grid.results[key] = row
-            claim.release()
-            done(grid, key)
-            return
-        files = grid.files(key)
-        with log_into(grid.run):
-            grid.announce(combo, key)
-        ref = remote.remote(
-            resolved(combo), files.number, str(files.folder), str(files.checkpoint), int(cpus)
-        )
-        pending[ref] = (grid, key, claim)
-
-    def collect(ref: Any) -> None:
-        grid, key, claim = pending.pop(ref)
-        number = grid.numbers[key]
-        try:
+    def collect(self, timeout: float) -> list[tuple[Job, Outcome]]:
+        if not self._pending:
+            return []
+        ready, _ = self.ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        finished = []
+        for ref in ready:
+            job = self._pending.pop(ref)
             try:
-                result = ray.get(ref)
+                outcome = self.ray.get(ref)
             except Exception as exc:  # the task failed after its retries (a crash, not a UserError)
-                failures.append(
-                    f"combo-{number:03d}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                )
-                return
-            _append_log(grid.run.path / "train.log", result.get("log", []))
-            if "error" in result:
-                failures.append(f"combo-{number:03d}: {result['error']}")
-                with log_into(grid.run):
-                    log.warning(f"combo-{number:03d} failed {result['error']}")
-                return
-            with log_into(grid.run):
-                if result["row"].get("code") != code_fingerprint():
-                    log.warning(
-                        f"warning: combo-{number:03d} was trained by other code on its worker "
-                        f"({result['row'].get('code')}, here {code_fingerprint()}): run the same "
-                        "mgrec on the driver and every node (a re-run will retrain it)"
-                    )
-                grid.finish(key, result["row"], result["history"])
-            done(grid, key)
-        finally:
-            claim.release()
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                outcome = {"error": f"{type(exc).__name__}: {first}"}
+            finished.append((job, outcome))
+        return finished
 
-    try:
-        for grid in grids:
-            for combo, key in grid.todo:
-                claim = grid.run.claim(grid.numbers[key])
-                if claim is None:
-                    waiting.append((grid, combo, key))
-                else:
-                    submit(grid, combo, key, claim)
-        while pending or waiting:
-            for item in list(waiting):  # held by another process: ours once it lets go
-                grid, combo, key = item
-                claim = grid.run.claim(grid.numbers[key])
-                if claim is not None:
-                    waiting.remove(item)
-                    submit(grid, combo, key, claim)
-            if pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    collect(ref)
-            elif waiting:
-                time.sleep(0.5)
-    except BaseException:
-        for ref, (_, _, claim) in list(pending.items()):
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def cancel(self) -> None:
+        for ref in list(self._pending):
             with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
-            claim.release()
-        raise
-    finally:
-        bar.close()
-    return failures
+                self.ray.cancel(ref, force=True)
+        self._pending.clear()
 
 
-def _append_log(path: Path, lines: Sequence[str]) -> None:
-    """Add a worker's log lines to the run's train.log (a log that cannot be written is left)."""
-    if not lines:
-        return
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(f"{stamp} {line}\n" for line in lines))
+def run_on_ray(
+    grids: Sequence[Grid],
+    builder: ExperimentBuilder,
+    config: Mapping[str, Any],
+    quiet: bool = False,
+    on_trial: Callable[[Mapping[str, Any]], None] | None = None,
+) -> list[str]:
+    """Train what ``grids`` have left as Ray tasks, through the shared claim loop; returns the
+    failures (one line each). Ctrl-C cancels every task of this run and releases its claims."""
+    with ray_session(config) as ray:
+        return drive(grids, RayExecutor(ray, config), builder, quiet, on_trial)
