@@ -8,11 +8,15 @@ float32/float64 steps) so graphs match it to the last bit where that is cheap.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+T = TypeVar("T")
 
 
 def sparse(
@@ -241,6 +245,62 @@ def bipartite_norm_adj(
     return sparse(indices, torch.as_tensor(np.concatenate([values, values]), device=device), n)
 
 
+def _pair_counts(
+    users: np.ndarray, items: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct training pairs (users, items) and how many rows each has (float64)."""
+    keys = np.asarray(users, np.int64) * n_items + np.asarray(items, np.int64)
+    pairs, counts = np.unique(keys, return_counts=True)
+    return pairs // n_items, pairs % n_items, counts.astype(np.float64)
+
+
+def row_norm_adj_self_loops(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, device: torch.device | str
+) -> torch.Tensor:
+    """LATTICE's user-item graph ``P = D^-1 (A + Id)`` as a sparse [N, N] tensor (not symmetric).
+
+    ``A[u, U+i] = A[U+i, u]`` = the number of training rows (u, i) (duplicates add), ``Id`` adds
+    a self-loop to every node and ``D`` holds the row sums of ``A + Id``: a random-walk (row)
+    normalisation, computed in float64 and stored as float32.
+    """
+    u, i, counts = _pair_counts(users, items, n_items)
+    i = i + n_users
+    n = n_users + n_items
+    nodes = np.arange(n)
+    rows = np.concatenate([u, i, nodes])
+    cols = np.concatenate([i, u, nodes])
+    weights = np.concatenate([counts, counts, np.ones(n)])
+    inverse = 1.0 / np.bincount(rows, weights=weights, minlength=n)
+    values = (inverse[rows] * weights).astype(np.float32)
+    indices = torch.as_tensor(np.stack([rows, cols]), device=device)
+    return sparse(indices, torch.as_tensor(values, device=device), n)
+
+
+def count_norm_adj(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MGCN's user-item graph ``Â = D^-1/2 A D^-1/2`` [N, N] and its user -> item block R [U, I]
+    (``R[u, i] = Â[u, U+i]``), both sparse float32.
+
+    ``A[u, U+i] = A[U+i, u] = c_ui``, the number of training rows (u, i) (duplicates add); no
+    self-loops; D holds the row sums (count-weighted degrees) and an isolated node gets 0.
+    Computed in float64. For duplicate-free data it equals ``bipartite_norm_adj`` up to rounding.
+    """
+    u, i, counts = _pair_counts(users, items, n_items)
+    n = n_users + n_items
+    degree = np.bincount(np.concatenate([u, i + n_users]), np.concatenate([counts, counts]), n)
+    with np.errstate(divide="ignore"):
+        inv_sqrt = np.where(degree > 0, np.power(degree, -0.5), 0.0)
+    values = (inv_sqrt[u] * counts * inv_sqrt[i + n_users]).astype(np.float32)
+    block = torch.as_tensor(values, device=device)
+    rows, cols = np.concatenate([u, i + n_users]), np.concatenate([i + n_users, u])
+    full = sparse(
+        torch.as_tensor(np.stack([rows, cols]), device=device), torch.cat([block, block]), n
+    )
+    user_item = sparse(torch.as_tensor(np.stack([u, i]), device=device), block, (n_users, n_items))
+    return full, user_item
+
+
 def edge_norm_values(
     users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int
 ) -> torch.Tensor:
@@ -280,35 +340,160 @@ def uniform_keep(n_edges: int, n_keep: int, device: torch.device | str) -> torch
     return torch.randperm(n_edges, device=device)[:n_keep]
 
 
-def knn_item_graph(
-    features: torch.Tensor, k: int, chunk_bytes: int = 1 << 28
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Item-item kNN graph by cosine similarity, built in row chunks (never a dense I x I matrix).
+# --- item-item top-k graphs (FREEDOM, DRAGON, LATTICE, MGCN): never a dense I x I matrix -------
 
-    Every row keeps its top-``k`` columns (usually including itself); with ``k`` entries in
-    every row the reference's normalisation ``(rowdeg_i + 1e-7)^-1/2 (rowdeg_j + 1e-7)^-1/2``
-    gives every edge ~1/k. Rows of zeros yield NaN similarities, ranked first by ``topk``,
-    exactly as in the reference.
+
+BLOCK_BYTES = 1 << 28
+"""The default memory one block of a blocked similarity product may take (256 MiB)."""
+
+
+def row_topk(
+    left: torch.Tensor, right: torch.Tensor, k: int, block_bytes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-``k`` entries of every row of ``left @ right.T``, computed in row blocks.
+
+    Each block of rows of the [R, C] product (at most ``block_bytes`` of it; blocks of equal
+    size) is made, reduced to its ``torch.topk`` along the row and dropped, so memory is
+    O(block + R k), never R x C. Every row sees all C columns, so the columns and values are
+    those of ``topk`` on the whole product (NaN ranked first, ties as torch breaks them), up
+    to the BLAS kernel's rounding for the block's shape.
+
+    Args:
+        left: [R, D] row vectors (e.g. L2-normalised features, for cosine similarity).
+        right: [C, D] column vectors (``left`` itself for a square similarity).
+        k: entries kept per row (<= C).
+        block_bytes: the most memory one block of the product may take (``BLOCK_BYTES``).
+
+    Returns:
+        ``(rows, cols, values)``, each [R * k], row-major: row r's k entries, largest first.
+        No autograd: ``values`` are plain numbers (see ``gathered_dots`` for gradients).
+    """
+    n_rows, n_cols = left.shape[0], right.shape[0]
+    most_rows = max(1, (block_bytes or BLOCK_BYTES) // (left.element_size() * max(n_cols, 1)))
+    n_blocks = max(1, -(-n_rows // most_rows))
+    # balanced blocks: no small last block (a matmul of a few rows may take another kernel)
+    rows_per_block = max(1, -(-n_rows // n_blocks))
+    starts = range(0, n_rows, rows_per_block)
+    cols, values = [], []
+    with torch.no_grad():
+        for start in tqdm(
+            starts, desc="top-k item graph", unit="block", leave=False, disable=len(starts) < 8
+        ):
+            block = left[start : start + rows_per_block] @ right.T
+            top = torch.topk(block, k, dim=-1)
+            cols.append(top.indices)
+            values.append(top.values)
+            del block, top
+    rows = torch.arange(n_rows, device=left.device).repeat_interleave(k)
+    return rows, torch.cat(cols).flatten(), torch.cat(values).flatten()
+
+
+def l2_rows(features: torch.Tensor) -> torch.Tensor:
+    """Every row divided by its L2 norm, with no epsilon (the reference's cosine: a row of zeros
+    gives NaN): [n, D] -> [n, D]."""
+    return features.div(torch.norm(features, p=2, dim=-1, keepdim=True))
+
+
+def cosine_topk(
+    features: torch.Tensor, k: int, block_bytes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each item's top-``k`` items by cosine similarity ``norm(F) norm(F)^T`` (usually itself
+    among them), in row blocks: ``(rows, cols, values)`` [I * k] as ``row_topk``. No autograd."""
+    with torch.no_grad():
+        normed = l2_rows(features)
+        return row_topk(normed, normed, k, block_bytes)
+
+
+def gathered_dots(
+    x: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, k: int
+) -> torch.Tensor:
+    """``values`` [I * k] (the top-k of ``x x^T`` from ``row_topk``, row-major) as a function of
+    ``x`` [I, D]: the same numbers, with the gradient of the entries ``<x_i, x_j>`` at the kept
+    (i, j) = (row, ``cols``), i.e. the gradient a dense ``topk(x x^T)`` passes back, from
+    O(I k D) work. (The dots recomputed here differ from the blocked product's by rounding;
+    adding their difference from themselves keeps the product's exact values.)"""
+    n = x.shape[0]
+    neighbours = x.index_select(0, cols).view(n, k, -1)
+    dots = torch.bmm(neighbours, x.unsqueeze(2)).view(-1)
+    return values + (dots - dots.detach())
+
+
+def sym_norm_values(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int
+) -> torch.Tensor:
+    """The entries of ``D^-1/2 X D^-1/2`` for a sparse [n, n] matrix X given by its entries
+    (rows, cols, values [nnz]; a repeated (i, j) counts as the sum of its entries), with D the
+    **row** sums of X used at both ends (X need not be symmetric) and ``inf`` (a row summing to
+    0) set to 0: the reference's normalised Laplacian of a kNN graph (LATTICE, MGCN).
+    Differentiable in ``values``. Returns [nnz], ``d_i * x_ij * d_j`` in the reference's order."""
+    row_sums = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    inv_sqrt = row_sums.pow(-0.5)
+    inv_sqrt = torch.where(torch.isinf(inv_sqrt), torch.zeros_like(inv_sqrt), inv_sqrt)
+    return inv_sqrt[rows] * values * inv_sqrt[cols]
+
+
+def normalised_knn_graph(
+    features: torch.Tensor, k: int, block_bytes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LATTICE's and MGCN's frozen item-item graph ``D^-1/2 kNN(cos F) D^-1/2``: each item's
+    top-``k`` items by cosine similarity, keeping the similarity values, normalised with the
+    row sums at both ends (``sym_norm_values``). Built in row blocks, never I x I.
 
     Args:
         features: [I, D] raw item features.
         k: neighbours per item.
 
     Returns:
+        ``(rows, cols, values)``, each [I * k], row-major. No autograd.
+    """
+    rows, cols, values = cosine_topk(features, k, block_bytes)
+    return rows, cols, sym_norm_values(rows, cols, values, features.shape[0])
+
+
+_derived: dict[tuple[int, int, Hashable], Any] = {}
+
+
+def derived_once(source: torch.Tensor, key: Hashable, build: Callable[[], T]) -> T:
+    """``build()``, computed once per ``source`` tensor and ``key`` while ``source`` is alive
+    and unchanged (the frozen graphs of a model's raw features, shared by the combinations of a
+    grid that share the features); the entry goes when ``source`` is freed."""
+    slot = (id(source), source._version, key)  # _version: bumped by every in-place change
+    if slot not in _derived:
+        _derived[slot] = build()
+        weakref.finalize(source, _derived.pop, slot, None)
+    return _derived[slot]  # type: ignore[no-any-return]
+
+
+def frozen_knn_graph(
+    features: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``normalised_knn_graph(features, k)``, built once per feature tensor and k while the
+    tensor lives (``derived_once``): the combinations of a grid share their frozen graphs."""
+    return derived_once(
+        features, ("normalised-knn", int(k)), lambda: normalised_knn_graph(features, k)
+    )
+
+
+def knn_item_graph(
+    features: torch.Tensor, k: int, chunk_bytes: int = 1 << 28
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FREEDOM's and DRAGON's item-item kNN graph: each item's top-``k`` items by cosine
+    similarity (``cosine_topk``, in row blocks), every kept edge weighted alike.
+
+    With ``k`` entries in every row the reference's normalisation
+    ``(rowdeg_i + 1e-7)^-1/2 (rowdeg_j + 1e-7)^-1/2`` gives every edge ~1/k. Rows of zeros yield
+    NaN similarities, ranked first by ``topk``, exactly as in the reference.
+
+    Args:
+        features: [I, D] raw item features.
+        k: neighbours per item.
+        chunk_bytes: the most memory one block of the similarity may take.
+
+    Returns:
         ``(indices [2, I*k], values [I*k])`` of the sparse [I, I] graph.
     """
-    normed = features.div(torch.norm(features, p=2, dim=-1, keepdim=True))
-    n_items = normed.shape[0]
-    rows_per_chunk = max(1, chunk_bytes // (4 * max(n_items, 1)))
-    neighbours = []
-    starts = range(0, n_items, rows_per_chunk)
-    for start in tqdm(
-        starts, desc="kNN item graph", unit="chunk", leave=False, disable=len(starts) < 8
-    ):
-        sim = normed[start : start + rows_per_chunk] @ normed.T
-        neighbours.append(torch.topk(sim, k, dim=-1).indices)
-    cols = torch.cat(neighbours).flatten()
-    rows = torch.arange(n_items, device=features.device).repeat_interleave(k)
+    rows, cols, _ = cosine_topk(features, k, chunk_bytes)
+    n_items = features.shape[0]
     row_degree = torch.full((n_items,), float(k), device=features.device) + 1e-7
     inv_sqrt = row_degree.pow(-0.5)
     return torch.stack([rows, cols]), inv_sqrt[rows] * inv_sqrt[cols]
@@ -422,6 +607,10 @@ class EdgeList:
         shape = (n_nodes, n_nodes)
         self.entries = RowEntries.from_sorted(self.target, self.source, shape)
         self.t_order, self.entries_t = _transposed(self.target, self.source, shape)
+        # torch's sampled product needs a pattern without repeated entries; a sum of graphs
+        # (LATTICE's) repeats them, and is then served by gathered rows instead.
+        key = self.target * n_nodes + self.source
+        self.repeated = bool(len(key) > 1 and (key[1:] == key[:-1]).any())
 
     @classmethod
     def from_edges(cls, edges: torch.Tensor, n_nodes: int) -> EdgeList:
@@ -440,6 +629,8 @@ class EdgeList:
 
     def sampled_dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``<a[target_k], b[source_k]>`` for every entry k: [E] (an SDDMM, no autograd)."""
+        if self.repeated:
+            return (a.index_select(0, self.target) * b.index_select(0, self.source)).sum(-1)
         shape = (self.n_nodes, self.n_nodes)
         pattern = _csr(self.entries.crow, self.source, a.new_zeros(len(self)), shape)
         return torch.sparse.sampled_addmm(pattern, a, b.T, beta=0.0).values()
