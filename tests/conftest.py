@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ def summary() -> dict:
 def golden_combo(model: str, summary: dict, **extra) -> dict:
     """The config the golden fixtures were made with: YAML defaults plus summary overrides."""
     overrides = dict(summary["models"][model]["config"])
+    if model == "MVGAE":  # the reference's KL weight is MG's beta (one merged key there)
+        overrides["kl_weight"] = "mg_beta"
     overrides.update(data_path=str(GOLDEN_DATA), use_gpu=False, **extra)
     return grid(load_config(model, "golden11", mg=True, overrides=overrides))[0]
 
@@ -48,10 +52,11 @@ def build_golden_model(model: str, summary: dict, tmp_path: Path, **extra):
 
 
 def reference_state(name: str, frozen: bool = True) -> dict[str, torch.Tensor]:
-    """The reference's trained state_dict (MMGCN's with its frozen tensors merged in)."""
+    """The reference's trained state_dict (MMGCN's and MVGAE's with their frozen tensors
+    merged in)."""
     state = checkpoint.read(GOLDEN / "reference" / f"{name}.pth")["state_dict"]
-    if name == "MMGCN" and frozen:
-        state.update(checkpoint.read(GOLDEN / "reference" / "MMGCN-frozen.pth")["state_dict"])
+    if name in ("MMGCN", "MVGAE") and frozen:
+        state.update(checkpoint.read(GOLDEN / "reference" / f"{name}-frozen.pth")["state_dict"])
     return state
 
 
@@ -98,3 +103,21 @@ def tiny(tmp_path: Path) -> Path:
     """data_path holding the dataset 'tiny'."""
     tiny_dataset(tmp_path / "data")
     return tmp_path / "data"
+
+
+def can_mount() -> bool:
+    """Whether this process may mount a tmpfs (a size-limited folder: a full disk on demand)."""
+    probe = Path("/tmp") / f"mgrec-mount-probe-{os.getpid()}"
+    probe.mkdir(exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True
+        )
+        if done.returncode:
+            return False
+        subprocess.run(["umount", str(probe)], check=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.rmdir()

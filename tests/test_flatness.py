@@ -16,7 +16,7 @@ from conftest import build_golden_model, golden_batch, golden_experiment, refere
 from mgrec import graphs
 from mgrec.analysis import flatness
 from mgrec.data.sampler import TrainBatches
-from mgrec.models import MODULES
+from mgrec.models import get, names
 from mgrec.models.ops import _Linear
 
 NO_BATCH = [torch.zeros(3, 1, dtype=torch.long)]  # the quadratic ignores its batch
@@ -236,12 +236,27 @@ def test_bm3_loss_is_random_without_fixing(summary, tmp_path):
 
 
 ALPHAS = [-0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04]
+# Models whose measured loss does not have the property this sanity check relies on (a descent
+# on it reaches a point where it is locally smooth and minimal), with the reason.
+NOT_A_SMOOTH_DESCENT = {
+    "SELFCFED_LGN": "its targets are stop-gradient (as the reference's): training follows a "
+    "pseudo-gradient, not the gradient of the loss measured, so a descent on that loss's "
+    "gradient need not stop where the worst-case sharpness is positive",
+    "LATTICE": "its learned item graph keeps each row's top-k: a move of radius 1e-3 changes "
+    "which neighbours are kept, so the loss is only piecewise smooth and the mean sharpness at "
+    "the smallest radius can dip below zero (by ~1e-7)",
+}
 
 
-@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", names())
 def test_at_a_point_of_small_gradient_the_curve_bottoms_at_zero_and_sharpness_is_positive(
     name, summary, tmp_path
 ):
+    if not get(name).trainable:
+        pytest.skip(f"{name} trains nothing")
+    if name in NOT_A_SMOOTH_DESCENT:
+        pytest.skip(f"{name}: {NOT_A_SMOOTH_DESCENT[name]}")
     # The sanity check of the instrument: descend on the very loss that is measured (K = 2 fixed
     # draws of the model's training randomness, regularisers included) to a point of small
     # gradient; there the 1-D curve must bottom out near alpha = 0 and the mean sharpness must

@@ -80,3 +80,21 @@ def test_item_graph_is_cached_by_its_inputs(tmp_path):
     uncached = frozen_item_graph(model_data(v), 3, 0.1, None, {})  # shifted features: not stored
     assert torch.equal(uncached.to_dense(), first.to_dense())
     assert len(list(tmp_path.glob("item-knn-*.npz"))) == 3
+
+
+def test_edge_dots_with_repeated_entries_match_gathered_rows():
+    # a sum of graphs (LATTICE's learned + frozen ones) repeats (row, col) entries; torch's
+    # sampled product refuses such a pattern at some sizes, so they take the gathered path
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3])
+    cols = torch.tensor([1, 1, 2, 0, 3, 3, 0, 1])  # (0, 1) and (2, 3) twice
+    edges = graphs.EdgeList(cols, rows, 4)
+    assert edges.repeated
+    a, b = torch.randn(4, 5, generator=generator), torch.randn(4, 5, generator=generator)
+    expected = (a[edges.target] * b[edges.source]).sum(-1)
+    assert torch.allclose(edges.sampled_dots(a, b), expected)
+    unique = graphs.EdgeList(torch.tensor([1, 2, 0]), torch.tensor([0, 0, 1]), 4)
+    assert not unique.repeated
+    assert torch.allclose(
+        unique.sampled_dots(a, b), (a[unique.target] * b[unique.source]).sum(-1), atol=1e-6
+    )

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from mgrec.analysis import hessian
+from mgrec.analysis import hessian, vectors
 
 SHAPES = [(3, 4), (5,)]  # a weight and a bias: 17 entries
 INDEFINITE = [5.0, 3.0, 1.0, 0.5, 0.2, 0.0, 0.0, 0.0, -0.1, -0.3, -1, -2, -3, -4, -5, -6, -8.0]
@@ -60,11 +60,11 @@ class Quadratic:
 
 def power_iteration(hvp, like, iterations: int = 300) -> float:
     """The naive estimate (largest *magnitude* eigenvalue), for contrast."""
-    v = hessian.gaussian_like(like, hessian.generator(0))
+    v = vectors.gaussian_like(like, vectors.generator(0))
     for _ in range(iterations):
-        v = hessian.scale(1.0 / hessian.norm(v), v)
+        v = vectors.scale(1.0 / vectors.norm(v), v)
         hv = list(hvp(v))
-        estimate = hessian.dot(v, hv)
+        estimate = vectors.dot(v, hv)
         v = hv
     return estimate
 
@@ -136,7 +136,7 @@ def test_a_zero_hessian_gives_zeros():
     assert hessian.top_eigenvalues(zero, quad.like, k=2, iterations=10)["eigenvalues"] == [0, 0]
     assert hessian.hutchinson_trace(zero, quad.like, probes=3)["trace"] == 0.0
     weight = nn.Parameter(torch.randn(3, dtype=torch.float64))
-    linear = hessian.double_backward_hvp(lambda: (2.0 * weight).sum(), [weight])
+    linear = vectors.double_backward_hvp(lambda: (2.0 * weight).sum(), [weight])
     assert torch.equal(linear([torch.ones(3, dtype=torch.float64)])[0], torch.zeros(3).double())
 
 
@@ -145,12 +145,12 @@ def test_top_eigenvalues_return_orthonormal_eigenvectors():
     result = hessian.top_eigenvalues(
         quad.hvp, quad.like, k=3, iterations=17, seed=0, return_vectors=True
     )
-    vectors = result["eigenvectors"]
-    gram = np.array([[hessian.dot(a, b) for b in vectors] for a in vectors])
+    eigenvectors = result["eigenvectors"]
+    gram = np.array([[vectors.dot(a, b) for b in eigenvectors] for a in eigenvectors])
     np.testing.assert_allclose(gram, np.eye(3), atol=1e-10)
-    for value, vector in zip(result["eigenvalues"], vectors, strict=True):
-        residual = hessian.axpy(-value, vector, quad.hvp(vector))
-        assert hessian.norm(residual) <= 1e-6 * 8.0
+    for value, vector in zip(result["eigenvalues"], eigenvectors, strict=True):
+        residual = vectors.axpy(-value, vector, quad.hvp(vector))
+        assert vectors.norm(residual) <= 1e-6 * 8.0
 
 
 def test_lanczos_converges_well_before_n_on_a_larger_problem():
@@ -247,12 +247,63 @@ class BPR:
 def test_double_backward_hvp_matches_the_dense_hessian():
     model = BPR()
     dense = model.dense_hessian()
-    hvp = hessian.double_backward_hvp(model.loss, model.params)
+    hvp = vectors.double_backward_hvp(model.loss, model.params)
     for draw in range(3):
-        v = hessian.gaussian_like(model.params, hessian.generator(9, draw))
+        v = vectors.gaussian_like(model.params, vectors.generator(9, draw))
         expected = dense @ torch.cat([t.reshape(-1) for t in v])
         got = torch.cat([t.reshape(-1) for t in hvp(v)])
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_mean_hvp_of_terms_is_the_mean_of_their_hessians():
+    """A loss given as terms (one double graph at a time) has the mean of the terms' Hessians;
+    a linear term adds nothing and an unused parameter gets a zero row."""
+    g = torch.Generator().manual_seed(3)
+    x = nn.Parameter(torch.randn(4, dtype=torch.float64, generator=g))
+    unused = nn.Parameter(torch.randn(2, dtype=torch.float64, generator=g))
+    a = torch.randn(4, 4, dtype=torch.float64, generator=g)
+    b = torch.randn(4, 4, dtype=torch.float64, generator=g)
+    terms = [
+        lambda: 0.5 * x @ (a @ a.T) @ x,  # Hessian a aᵀ
+        lambda: (x.sin() * b.sum(0)).sum(),  # Hessian diag(-sin x · colsums of b)
+        lambda: (3.0 * x).sum(),  # linear: no curvature
+    ]
+    hvp = vectors.mean_double_backward_hvp(terms, [x, unused])
+    v = vectors.gaussian_like([x, unused], vectors.generator(1))
+    hx, hu = hvp(v)
+    dense = (a @ a.T + torch.diag(-x.detach().sin() * b.sum(0))) / 3.0
+    torch.testing.assert_close(hx, dense @ v[0], rtol=1e-12, atol=1e-12)
+    assert torch.equal(hu, torch.zeros(2, dtype=torch.float64)) and not hx.requires_grad
+
+    def quadratic(y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * y @ (a @ a.T) @ y
+
+    (single,) = vectors.double_backward_hvp(lambda: quadratic(x), [x])(v[:1])
+    expected = torch.autograd.functional.hvp(quadratic, x.detach(), v[0])[1]
+    torch.testing.assert_close(single, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_shifted_parameters_come_back_bit_exactly():
+    g = torch.Generator().manual_seed(0)
+    params = [
+        nn.Parameter(torch.randn(5, 3, generator=g)),
+        nn.Parameter(torch.randn(3, generator=g)),
+    ]
+    saved = [p.detach().clone() for p in params]
+    direction = vectors.gaussian_like(params, vectors.generator(2))
+    vectors.shift(params, saved, direction, 0.3)
+    for p, w, d in zip(params, saved, direction, strict=True):
+        assert torch.equal(p.detach(), w + 0.3 * d)
+    vectors.shift(params, saved, direction)  # step 1: from θ₀ again, not cumulative
+    assert all(
+        torch.equal(p.detach(), w + d) for p, w, d in zip(params, saved, direction, strict=True)
+    )
+    vectors.set_to(params, saved)
+    assert all(torch.equal(p.detach(), w) for p, w in zip(params, saved, strict=True))
+    assert vectors.dimension(params) == 18
+    assert vectors.norm(direction) == pytest.approx(
+        math.sqrt(sum(float(d.double().square().sum()) for d in direction)), rel=1e-12
+    )
 
 
 def test_curvature_of_bpr_matches_the_dense_spectrum():
@@ -260,7 +311,7 @@ def test_curvature_of_bpr_matches_the_dense_spectrum():
     eigenvalues = torch.linalg.eigvalsh(model.dense_hessian()).numpy()  # ascending, 39
     assert eigenvalues[0] < 0 < eigenvalues[-1]  # indefinite: a bilinear model off its minimum
     scale = float(np.max(np.abs(eigenvalues)))
-    hvp = hessian.double_backward_hvp(model.loss, model.params)
+    hvp = vectors.double_backward_hvp(model.loss, model.params)
 
     result = hessian.lanczos(hvp, model.params, iterations=39, seed=0)
     assert result["converged"]
@@ -333,7 +384,7 @@ class QuadraticLoss:
 
 def random_direction_increase(problem: QuadraticLoss, rho: float, draws: int) -> float:
     """The mean L(θ + δ) − L(θ) over random δ on the per-tensor spheres ‖δ_W‖ = ρ‖W‖."""
-    gen = hessian.generator(123)
+    gen = vectors.generator(123)
     base = float(problem.loss().detach())
     saved = [p.detach().clone() for p in problem.params]
     increases = []
@@ -431,9 +482,9 @@ def test_same_seed_same_numbers_different_seed_different_draws():
         hessian.hutchinson_trace(quad.hvp, quad.like, 30, seed=4)["samples"][:20]
         == (first["samples"])
     )
-    a = hessian.rademacher_like(quad.like, hessian.generator(4, 1))
-    b = hessian.rademacher_like(quad.like, hessian.generator(4, 1))
-    c = hessian.rademacher_like(quad.like, hessian.generator(5, 1))
+    a = vectors.rademacher_like(quad.like, vectors.generator(4, 1))
+    b = vectors.rademacher_like(quad.like, vectors.generator(4, 1))
+    c = vectors.rademacher_like(quad.like, vectors.generator(5, 1))
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
     assert all(set(x.unique().tolist()) <= {-1.0, 1.0} for x in a)

@@ -32,6 +32,7 @@ print(before - rss_mb())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
 )

@@ -117,7 +117,10 @@ def test_dualgnn_scores_stale_cache_unless_fresh_eval(summary, tmp_path):
     users = torch.arange(10)
     model.calculate_loss(golden_batch("DualGNN")["batch"])
     cached_user, cached_item = model.training_cache
-    assert cached_user.shape == (model.n_users, 64) and cached_item.shape == (model.n_items, 64)
+    with torch.no_grad():  # the cache is the training forward's representation, as it was
+        fresh_user, fresh_item = model.inference_embeddings()
+    torch.testing.assert_close(cached_user, fresh_user)
+    torch.testing.assert_close(cached_item, fresh_item)
     with torch.no_grad():
         before = model.full_sort_predict(users)
         for p in model.parameters():
@@ -198,10 +201,24 @@ def test_neighbour_table_padding_and_empty_users(name, summary, tmp_path):
 @pytest.mark.parametrize("name", MODELS)
 def test_scoring_before_the_first_epoch_draws_a_table(name, summary, tmp_path):
     model, _, _ = build_golden_model(name, summary, tmp_path)
-    model.neighbours = None
-    scores = model.full_sort_predict(torch.arange(3))
-    assert scores.shape == (3, model.n_items) and torch.isfinite(scores).all()
-    assert model.neighbours is not None
+    model.user_graph = sparse_user_graph(model.n_users)  # short lists: the padding is drawn
+    saved = np.random.get_state()
+    try:
+        model.neighbours = None
+        np.random.seed(5)
+        with torch.no_grad():
+            scores = model.full_sort_predict(torch.arange(4))
+        assert model.neighbours is not None
+        drawn = model.neighbour_ids.clone()
+        np.random.seed(5)  # the same draw as an epoch's, then the same scores
+        model.pre_epoch_processing()
+        with torch.no_grad():
+            expected = model.full_sort_predict(torch.arange(4))
+    finally:
+        np.random.set_state(saved)
+    assert torch.equal(model.neighbour_ids, drawn)
+    assert scores.shape == (4, model.n_items)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", MODELS)

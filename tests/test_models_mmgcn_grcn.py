@@ -47,7 +47,9 @@ def test_mmgcn_frozen_tensors_are_untrained_buffers(summary, tmp_path):
         assert key in model.state_dict() and key in buffers and key not in parameters
     model.train()
     loss = model.calculate_loss(reference_batch("MMGCN"))
-    assert loss.shape == ()
+    assert loss.shape == () and loss.item() == pytest.approx(
+        golden_batch("MMGCN")["loss"], rel=1e-5
+    )
     loss.backward()
     assert all(buffers[key].grad is None and not buffers[key].requires_grad for key in FROZEN)
 
@@ -86,8 +88,17 @@ def test_mmgcn_text_only(summary, tmp_path):
     combo, data = model_data("MMGCN", summary, tmp_path, v_feat=None)
     model = get("MMGCN")(combo, data)
     assert not any(key.startswith("v_gcn.") for key in model.state_dict())
-    users, items = model.inference_embeddings()
+    # With the trained model's text branch and id embeddings, the representation is that
+    # branch's output alone (a mean over one modality), not the two-modality mean.
+    full = trained("MMGCN", summary, tmp_path)
+    model.load_state_dict({k: v for k, v in full.state_dict().items() if k in model.state_dict()})
+    with torch.no_grad():
+        users, items = model.inference_embeddings()
+        text = full.t_gcn(full.id_embedding, full.mean_agg)
+        both = full.forward()
     assert users.shape == (data.n_users, 64) and items.shape == (data.n_items, 64)
+    torch.testing.assert_close(torch.cat([users, items]), text)
+    torch.testing.assert_close(both, (full.v_gcn(full.id_embedding, full.mean_agg) + text) / 2)
 
 
 # --- GRCN ----------------------------------------------------------------------------------
@@ -136,5 +147,17 @@ def test_grcn_image_only(summary, tmp_path):
     combo, data = model_data("GRCN", summary, tmp_path, t_feat=None)
     model = get("GRCN")(combo, data)
     assert model.model_specific_conf.shape == (data.n_users + data.n_items, 1)
-    users, items = model.inference_embeddings()
+    assert not any(key.startswith("t_gcn.") for key in model.state_dict())
+    # With the trained model's image branch, id embeddings and image confidence: [id || C_v],
+    # the id part propagated with relu(image attention x image confidence) alone.
+    full = trained("GRCN", summary, tmp_path)
+    state = {k: v for k, v in full.state_dict().items() if k in model.state_dict()}
+    state["model_specific_conf"] = full.model_specific_conf[:, :1]
+    model.load_state_dict(state)
+    with torch.no_grad():
+        users, items = model.inference_embeddings()
+        content, alpha = full.v_gcn(full.edges)
+        weights = torch.relu(alpha * full.model_specific_conf[full.edges.source, 0])
+        expected = torch.cat([full.id_gcn(full.edges, weights), content], dim=1)
     assert users.shape == (data.n_users, 128) and items.shape == (data.n_items, 128)
+    torch.testing.assert_close(torch.cat([users, items]), expected)

@@ -126,9 +126,23 @@ def test_unsupported_config_is_a_user_error(summary, key, value):
         SLMRec.check_config(combo)
 
 
-def test_mean_fusion_runs(summary, tmp_path):
+def test_mean_fusion_averages_the_three_blocks(summary, tmp_path):
     model, _, _ = build_golden_model("SLMRec", summary, tmp_path, mm_fusion_mode="mean")
+    concat, _, _ = build_golden_model("SLMRec", summary, tmp_path, mm_fusion_mode="concat")
     d = model.embedding_user.weight.shape[1]
     assert model.embedding_user_after_GCN.weight.shape == (d, d)
+    # The same graph inputs: the LGN blocks are those of the concat model with its parameters.
+    shared = {k: v for k, v in concat.state_dict().items() if "after_GCN" not in k}
+    model.load_state_dict({**model.state_dict(), **shared})
+    with torch.no_grad():
+        user_blocks, item_blocks = concat.propagate()
+        user, item = model.inference_embeddings()
+
+        def fused(blocks, layer):  # (id + image + text) / 3, then the after-GCN layer
+            mean = (blocks[:, :d] + blocks[:, d : 2 * d] + blocks[:, 2 * d :]) / 3
+            return mean @ layer.weight.T + layer.bias
+
+        torch.testing.assert_close(user, fused(user_blocks, model.embedding_user_after_GCN))
+        torch.testing.assert_close(item, fused(item_blocks, model.embedding_item_after_GCN))
     batch = torch.load(GOLDEN / "reference" / "SLMRec-batch.pth", weights_only=True)["batch"]
     assert torch.isfinite(model.calculate_loss(batch))

@@ -111,8 +111,8 @@ def test_index_summary_numbering_settings_and_plots(tiny, tmp_path, capsys):
     assert main(["runs", f"--results_dir={tmp_path / 'results'}"]) == 0
     listed = capsys.readouterr().out
     assert (
-        "| VBPR | tiny | no MG | 2/2 | train |" in listed
-        and "| FREEDOM | tiny | MG | 1/1 |" in listed
+        "| VBPR | tiny | no MG | 2 (1) | 2/2 | train |" in listed
+        and "| FREEDOM | tiny | MG | 1 (1) | 1/1 |" in listed
     )
 
 
@@ -187,7 +187,8 @@ def test_the_paper_table_from_finished_runs(tmp_path, capsys):
         f"{winner['test'][m]:.4f}" for m in ("recall@5", "precision@5", "map@5", "ndcg@5")
     ]
     assert cells[5:9] == ["0.0375", "0.0084", "0.0203", "0.0251"]  # the paper's VBPR + MG on Sports
-    assert cells[9] == f"{winner['test']['recall@5'] - 0.0375:+.4f}" and cells[-1] == "2"
+    assert cells[9] == f"{winner['test']['recall@5'] - 0.0375:+.4f}" and cells[-2] == "2"
+    assert cells[-1] == f"{mg_run.name} combo-{winner['index']:03d}"  # the row names its run
     assert "| FREEDOM | no finished run |" in text and "| FREEDOM + MG | no finished run |" in text
     assert (
         "| LayerGCN | " in text and "not published" in text.split("| LayerGCN |")[1].splitlines()[0]

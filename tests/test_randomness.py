@@ -9,7 +9,7 @@ import torch
 
 from conftest import golden_batch, trained
 from mgrec import graphs
-from mgrec.models import MODULES
+from mgrec.models import names
 
 RANDOM = {  # model -> the overrides that give it training-time randomness
     "FREEDOM": {"dropout": 0.5},
@@ -17,11 +17,13 @@ RANDOM = {  # model -> the overrides that give it training-time randomness
     "BM3": {"dropout": 0.5},
     "DualGNN": {},  # padding of short neighbour lists (none on the golden data: see below)
     "DRAGON": {},
+    "MVGAE": {},  # reparameterisation noise and message dropout
+    "SELFCFED_LGN": {},  # edge dropout at a random rate, target dropout
 }
 
 
 def test_models_say_what_is_random_in_their_training(summary, tmp_path):
-    for name in MODULES:
+    for name in names():
         model = trained(name, summary, tmp_path, **RANDOM.get(name, {}))
         assert bool(model.randomness) == (name in RANDOM), name
     assert trained("FREEDOM", summary, tmp_path, dropout=0.0).randomness == ""

@@ -20,11 +20,14 @@ ray = pytest.importorskip("ray", reason="ray is not installed")
 from ray_cluster import loopback_cluster, non_loopback, sockets_of  # noqa: E402
 
 from conftest import tiny_dataset  # noqa: E402
-from mgrec import executors  # noqa: E402
 from mgrec.cli import main  # noqa: E402
 from mgrec.paths import PACKAGE_DIR  # noqa: E402
+from mgrec.runs import ray as ray_executor  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+pytestmark = [
+    pytest.mark.slow,  # real Ray instances and clusters
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc"),
+]
 CHECKOUT = PACKAGE_DIR.parents[1]
 COMPARED = ("key", "params", "best_epoch", "epochs", "stopped", "valid", "test", "inputs", "code")
 
@@ -191,15 +194,52 @@ def test_a_trial_whose_data_a_worker_cannot_see_fails_in_one_line(tmp_path):
     from mgrec.config import load_config
 
     combo = expand(load_config("VBPR", "tiny", mg=False, overrides={**combo, "use_gpu": False}))[0]
-    result = executors.trial_task(combo, 3, str(tmp_path / "c3"), str(tmp_path / "k3.pth"), 1)
+    result = ray_executor.trial_task(combo, 3, str(tmp_path / "c3"), str(tmp_path / "k3.pth"), 1)
     assert not ray.is_initialized()  # (run outside a worker, it must not start Ray)
     assert set(result) == {"error", "log"}
     assert "dataset folder not found" in result["error"] and "shared storage" in result["error"]
 
 
 def test_resources_and_concurrency():
-    assert executors.resources({"cpus_per_trial": 2, "gpus_per_trial": 0.25}, 1) == (2.0, 0.25)
-    assert executors.resources({"use_gpu": True}, cluster_gpus=2) == (1.0, 1.0)
-    assert executors.resources({"use_gpu": True}, cluster_gpus=0) == (1.0, 0.0)
-    assert executors.concurrency(1, 0.25, 16, 1) == 4  # four trials packed on one GPU
-    assert executors.concurrency(2, 0, 16, 0) == 8
+    assert ray_executor.resources({"cpus_per_trial": 2, "gpus_per_trial": 0.25}, 1) == (2.0, 0.25)
+    assert ray_executor.resources({"use_gpu": True}, cluster_gpus=2) == (1.0, 1.0)
+    assert ray_executor.resources({"use_gpu": True}, cluster_gpus=0) == (1.0, 0.0)
+    assert ray_executor.concurrency(1, 0.25, 16, 1) == 4  # four trials packed on one GPU
+    assert ray_executor.concurrency(2, 0, 16, 0) == 8
+
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("tiny_pkg.model:TinyMF", ["--reg_weight=[0.01,0.001]"]),  # from outside, by import path
+        ("SELFCFED_LGN", ["--n_layers=1", "--dropout=0.2", "--reg_weight=0.001"]),  # a new model
+    ],
+)
+def test_models_beyond_the_nine_train_on_ray_as_locally(
+    cluster, data, tmp_path, monkeypatch, model, extra
+):
+    # the driver imports the outside model from tests/plugins; its workers, on other nodes, get
+    # that folder on their PYTHONPATH and import it by the same string (never a pickled class)
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    from mgrec.models import registry
+
+    registry.load.cache_clear()
+
+    def args(out: Path, *more: str) -> list[str]:
+        return ["--model", model, "--dataset", "tiny", f"--data_path={data}", "--not_mg",
+                "--epochs=2", "--deterministic=True", "--threads=1", "--use_gpu=False",
+                f"--results_dir={out / 'r'}", f"--checkpoint_dir={out / 'c'}",
+                f"--cache_dir={out / 'cache'}", *extra, *more]  # fmt: skip
+
+    def recorded(out: Path) -> dict[str, dict]:
+        (path,) = (out / "r" / "tiny").glob("*/results.jsonl")
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        return {r["key"]: {k: r[k] for k in COMPARED} for r in lines}
+
+    assert main(args(tmp_path / "local")) == 0
+    assert main(args(tmp_path / "ray", "--executor=ray", f"--ray_address={cluster.address}")) == 0
+    assert recorded(tmp_path / "ray") == recorded(tmp_path / "local")
+    registry.load.cache_clear()

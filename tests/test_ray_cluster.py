@@ -29,7 +29,10 @@ from ray_cluster import (  # noqa: E402
     sockets_of,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+pytestmark = [
+    pytest.mark.slow,  # real Ray instances and clusters
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc"),
+]
 
 
 @pytest.fixture(scope="module")

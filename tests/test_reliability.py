@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_dataset
+from conftest import can_mount, tiny_dataset
 from mgrec import atomic, experiment
 from mgrec.cli import main
 from mgrec.config import grid, load_config
@@ -166,6 +166,7 @@ def resumable(tmp_path: Path, data: Path) -> list[str]:
             *outputs(tmp_path)]  # fmt: skip
 
 
+@pytest.mark.slow  # a fault drill: processes killed, disks filled
 def test_a_killed_combination_resumes_from_its_last_epoch_with_identical_results(tiny, tmp_path):
     reference = tmp_path / "uninterrupted"
     assert main(resumable(reference, tiny)) == 0
@@ -203,6 +204,7 @@ def test_a_killed_combination_resumes_from_its_last_epoch_with_identical_results
     assert not (folder / "combo-000" / "training_state.pth").exists()  # removed once finished
 
 
+@pytest.mark.slow  # a fault drill: processes killed, disks filled
 def test_sigterm_is_handled_like_ctrl_c(tiny, tmp_path):
     process = spawn(resumable(tmp_path, tiny))
     try:
@@ -257,6 +259,7 @@ def test_deterministic_runs_are_bit_identical_with_two_threads(tiny, tmp_path):
 # --- 5. one process per combination at a time ---------------------------------------------------
 
 
+@pytest.mark.slow  # a fault drill: processes killed, disks filled
 def test_two_identical_commands_record_every_combination_once(tmp_path):
     data = tmp_path / "data"
     tiny_dataset(data)
@@ -279,6 +282,7 @@ def test_two_identical_commands_record_every_combination_once(tmp_path):
         assert "VBPR on tiny, without Mirror Gradient (--not_mg): 4 combination(s)" in out
 
 
+@pytest.mark.slow  # a fault drill: processes killed, disks filled
 def test_first_use_of_the_embedded_dataset_is_race_safe(tmp_path):
     code = "import sys; from pathlib import Path; from mgrec.data.synthetic import ensure_embedded; ensure_embedded(Path(sys.argv[1]))"
     env = {**os.environ, "PYTHONPATH": str(CHECKOUT / "src")}
@@ -342,6 +346,10 @@ def test_a_crafted_checkpoint_cannot_point_resume_at_a_booby_trap(tiny, tmp_path
         data_path=str(evil), user_graph_dict_file="trap.npy", cache_dir=str(evil)
     )
     crafted = tmp_path / "crafted.pth"
+    torch.save(stored, crafted)  # its checksum no longer matches: refused as damaged
+    assert main(["--resume", str(crafted), f"--data_path={tiny}", *outputs(tmp_path)]) == 2
+    assert "is damaged: its contents do not match the checksum" in capsys.readouterr().err
+    del stored["checksum"]  # a crafted file without one loads unverified: still only safe
     torch.save(stored, crafted)
     output = tmp_path / "resumed.json"
     resume = [
@@ -416,22 +424,56 @@ def test_a_damaged_cache_entry_is_rebuilt(how, tiny, tmp_path, caplog):
     assert "rebuilding" not in caplog.text
 
 
-def test_a_damaged_user_graph_cache_entry_is_rebuilt(tiny, tmp_path):
+def damage_user_graph(path: Path, how: str) -> None:
+    """Sound npz structure, unsound graph: what ``user_graph.check_arrays`` must catch."""
+    with np.load(path) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    if how == "neighbour out of range":
+        arrays["neighbours"][0, 0] = 10**6
+    elif how == "wrong shapes":
+        arrays["weights"] = arrays["weights"][:, :-1]
+    elif how == "lengths beyond the table":
+        arrays["lengths"][0] = arrays["neighbours"].shape[1] + 1
+    else:  # non-finite weights
+        arrays["weights"][0, 0] = np.nan
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["truncated", "empty", "bit-flipped", "neighbour out of range", "wrong shapes",
+     "lengths beyond the table", "non-finite weights"],
+)  # fmt: skip
+def test_a_damaged_user_graph_cache_entry_is_rebuilt(how, tiny, tmp_path, caplog):
     cache = Cache(tmp_path / "cache")
     data = experiment.load_data({**freedom_combo(tiny, tmp_path / "cache"), "model": "DualGNN"})
     graph, _ = user_graph.for_dataset(data, "user_graph_dict.npy", cache, progress=False)
     (entry,) = (tmp_path / "cache").glob("user-graph-*.npz")
-    damage(entry, "out of range" if False else "truncated")
-    again, _ = user_graph.for_dataset(data, "user_graph_dict.npy", cache, progress=False)
-    assert np.array_equal(again.neighbours, graph.neighbours)
+    if how in ("truncated", "empty", "bit-flipped"):
+        damage(entry, how)
+    else:
+        damage_user_graph(entry, how)
+    with caplog.at_level("INFO", logger="mgrec"):
+        again, _ = user_graph.for_dataset(data, "user_graph_dict.npy", cache, progress=False)
+    assert "rebuilding it" in caplog.text
+    for name, array in graph.arrays().items():
+        assert np.array_equal(again.arrays()[name], array), name
+    with caplog.at_level("INFO", logger="mgrec"):
+        caplog.clear()
+        user_graph.for_dataset(data, "user_graph_dict.npy", cache, progress=False)
+    assert "rebuilding" not in caplog.text  # and it was stored again, sound
 
 
 def test_a_cache_that_cannot_be_written_is_a_warning(tiny, tmp_path, caplog):
     combo = freedom_combo(tiny, Path("/proc/mgrec-cache"))
     with caplog.at_level("WARNING", logger="mgrec"):
         built = experiment.build(combo)
-    assert built.model_data.knn_graph().shape == (60, 60)
     assert "could not store the cache entry" in caplog.text
+    # the graph is built all the same: the one a writable cache holds
+    cached = experiment.build(freedom_combo(tiny, tmp_path / "cache")).model_data.knn_graph()
+    assert torch.equal(built.model_data.knn_graph().to_dense(), cached.to_dense())
+    assert cached.to_dense().count_nonzero() > 0
 
 
 def test_stale_temp_files_of_killed_writers_are_removed(tmp_path):
@@ -465,35 +507,20 @@ def test_a_full_disk_is_one_line_and_loses_no_finished_combination(
     monkeypatch.setattr(trial, "_append", full_after_first_combination)
     assert main(vbpr(tmp_path, tiny)) == 1
     err = capsys.readouterr().err
-    assert (
-        err
-        == f"mgrec: error: No space left on device: {run_dir(tmp_path) / 'combo-001' / 'metrics.jsonl'}\n"
+    assert err == (
+        f"mgrec: error: cannot write {run_dir(tmp_path) / 'combo-001' / 'metrics.jsonl'} (No "
+        "space left on device): combo-001 stopped in epoch 0; combo-001 has no training state "
+        "saved, so re-running the command trains it from the start\n"
     )
     assert len(rows(run_dir(tmp_path))) == 1  # the finished combination is recorded
-    assert "mgrec: error: No space left on device" in (run_dir(tmp_path) / "train.log").read_text()
+    assert err.strip() in (run_dir(tmp_path) / "train.log").read_text()
     monkeypatch.setattr(trial, "_append", append)
     assert main(vbpr(tmp_path, tiny)) == 0  # space again: only the second one trains
     assert len(rows(run_dir(tmp_path))) == 2
 
 
-def can_mount() -> bool:
-    probe = Path("/tmp") / f"mgrec-mount-probe-{os.getpid()}"
-    probe.mkdir(exist_ok=True)
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True
-        )
-        if done.returncode:
-            return False
-        subprocess.run(["umount", str(probe)], check=True)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.rmdir()
-
-
 @pytest.mark.skipif(not can_mount(), reason="needs permission to mount a tmpfs")
+@pytest.mark.slow  # a fault drill: processes killed, disks filled
 def test_a_really_full_disk_is_one_line(tiny, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
@@ -506,13 +533,20 @@ def test_a_really_full_disk_is_one_line(tiny, tmp_path):
         finally:
             stop(process)
         assert process.returncode != 0 and "Traceback" not in err and "Logging error" not in err
-        assert err.count("\n") == 1 and "No space left on device" in err
-        # The combination whose checkpoint could not be written kept its training state.
+        assert err.count("\n") == 1 and "(No space left on device)" in err
+        # The combination whose checkpoint could not be written kept its training state, and
+        # the message says so truly.
+        assert "combo-000 finished training (best epoch " in err
+        assert (
+            "), but its checkpoint is not written and it is not recorded; combo-000's training "
+            "state holds its finished training, so re-running the command writes its checkpoint "
+            "and records it without training again\n"
+        ) in err
         assert list(run_dir(tmp_path).rglob("training_state.pth"))
     finally:
         subprocess.run(["umount", str(small)], check=True)
     assert main(vbpr(tmp_path, tiny)) == 0
-    assert "resuming combination" in (run_dir(tmp_path) / "train.log").read_text()
+    assert "resuming combination 0 from epoch 3" in (run_dir(tmp_path) / "train.log").read_text()
 
 
 def test_a_failed_plot_never_loses_a_finished_combination(tiny, tmp_path, monkeypatch, capsys):

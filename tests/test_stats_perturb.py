@@ -131,13 +131,16 @@ def test_compare_metrics_table_and_plot(tmp_path):
 
     table = markdown_table(comparisons)
     lines = table.strip().splitlines()
-    assert len(lines) == 4 and "95 %" in lines[0]
+    assert len(lines) == 6 and "95 %" in lines[0]  # header, rule, 2 metrics, blank, family
+    # raw p, then Holm and BH over the family of these 2 metrics (equal p-values: Holm doubles
+    # them, BH keeps them): t 0.0751 -> 0.150, 0.0751; Wilcoxon 0.125 -> 0.250, 0.125
     assert lines[2] == (
         "| recall@5 | 0.3020 ± 0.0084 | 0.3220 ± 0.0192 | +0.0200 [-0.0032, +0.0432] "
-        "| 0.0751 | 0.125 |"
+        "| 0.0751 | 0.150 | 0.0751 | 0.125 | 0.250 | 0.125 |"
     )
+    assert lines[-1].startswith("Adjusted p-values over a family of 2 tests per test")
     single = markdown_table(compare_metrics(records[:1], ["recall@5"]))
-    assert "| recall@5 | 0.2900 | 0.3000 | +0.0100 | n/a | n/a |" in single
+    assert "| recall@5 | 0.2900 | 0.3000 | +0.0100 | n/a | n/a | n/a | n/a | n/a | n/a |" in single
 
     with pytest.raises(KeyError, match="seed 999"):
         compare_metrics([{"seed": 999, "mg": {}, "plain": {}}], ["recall@5"])

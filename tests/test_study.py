@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mgrec import robustness
 from mgrec.cli import main
+from mgrec.study import continuation, robustness
 
 
 def study_args(tmp_path, data_path, *extra):
@@ -33,6 +33,7 @@ def trained(tmp_path, tag):
     ]
 
 
+@pytest.mark.slow
 def test_equal_budget_study_report_and_resume(tiny, tmp_path, capsys):
     assert main(study_args(tmp_path, tiny)) == 0
     folder = only_study(tmp_path)
@@ -80,7 +81,7 @@ def test_robustness_clean_equals_evaluation(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--robustness"], "go with --study mg"),
+        (["--robustness"], "goes with --study mg"),
         (["--study", "mg", "--seeds", "0"], "--seeds must be at least 1"),
     ],
 )
@@ -97,6 +98,7 @@ POINT_KEYS = {"lambda_max", "lambda_min", "top_eigenvalues", "trace", "trace_std
               "sharpness_mean", "sharpness_worst", "alpha", "loss", "settings"}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_flatness_and_its_link_to_robustness(tiny, tmp_path):
     args = study_args(tmp_path, tiny, "--seeds", "2", "--flatness", "--robustness", FAST_FLATNESS)
     args[args.index("VBPR")] = "FREEDOM"  # a model with training-time randomness (pruning)
@@ -145,3 +147,14 @@ def test_studies_follow_the_configured_cut_offs(tiny, tmp_path):
     }
     assert report["robustness"]["metrics"] == ["recall@5", "ndcg@5"]
     assert "| seed | no-MG recall@5 | no-MG recall@10 |" in (folder / "report.md").read_text()
+
+
+def test_the_plateau_rule_compares_the_loss_window_epochs_back():
+    reached = continuation.plateau(window=2, tol=0.1)
+    assert not reached([10.0, 9.0])  # not yet window + 1 epochs
+    assert not reached([10.0, 9.5, 8.0])  # fell 20 % over two epochs
+    assert reached([10.0, 9.5, 9.1])  # 9 % < 10 %
+    assert not reached([10.0, 9.5, 9.4, 8.5])  # window epochs back: 9.5 -> 8.5, 10.5 %
+    assert reached([10.0, 9.5, 9.4, 8.6])  # 9.5 -> 8.6: 9.5 %
+    assert reached([10.0, 9.0, float("inf")]) and reached([10.0, 9.0, float("nan")])
+    assert not reached([-10.0, -11.0, -12.5])  # relative to |L|: 25 % lower

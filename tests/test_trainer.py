@@ -202,3 +202,27 @@ def test_reference_mode_restarts_the_trigger_each_epoch():
     for _ in range(2):
         trainer.train_epoch([torch.full((3, 1), i) for i in range(3)])
     assert [int(b[0, 0]) for b in model.seen] == [0, 0, 1, 2, 2] * 2
+
+
+def test_a_stopping_rule_on_the_epoch_losses_without_evaluation():
+    model = Recorder(start=3.0)
+    trainer = Trainer(model, base_config(epochs=10, learner="sgd", learning_rate=0.1))
+    seen: list[list[float]] = []
+
+    def rule(losses: list[float]) -> bool:
+        seen.append(list(losses))
+        return len(losses) == 4
+
+    result = trainer.fit([torch.zeros(3, 1, dtype=torch.long)], None, None, stop_when=rule)
+    assert result.stopped == "stop-rule" and len(result.history) == 4
+    assert model.epochs_prepared == 4
+    losses = [r.loss for r in result.history]
+    assert seen == [losses[:k] for k in range(1, 5)]  # the losses so far, after every epoch
+    assert losses == sorted(losses, reverse=True) and losses[0] == pytest.approx(9.0)
+    assert all(r.valid is None and r.test is None for r in result.history)
+    assert result.best_epoch is None
+    # no rule and no evaluation: every epoch is trained
+    plain = Trainer(Recorder(), base_config(epochs=3)).fit(
+        [torch.zeros(3, 1, dtype=torch.long)], None, None
+    )
+    assert plain.stopped == "max-epochs" and len(plain.history) == 3

@@ -1,0 +1,1 @@
+"""A model from outside mgrec, as a researcher would write it (tests/test_plugins.py)."""

@@ -1,0 +1,3 @@
+"""A module that fails while importing (tests/test_plugins.py)."""
+
+raise RuntimeError("this plugin is broken")
