@@ -5,7 +5,7 @@
 #   TORCH_SPEC="torch==2.14.1" bash benchmarks/gpu.sh      # a CUDA build of torch for .venv
 #
 # It writes benchmarks/results-gpu-*.json and prints everything to record in RESULTS.md:
-#   1. benchmarks/run.py on the sports-shaped workload, all nine models: build, epoch (plain/MG),
+#   1. benchmarks/run.py on the sports-shaped workload, every model: build, epoch (plain/MG),
 #      evaluation, peak GPU memory, the arithmetic floor, and host-device syncs per epoch;
 #   2. Elec's shape (192,403 x 63,001, 4 timed batches): peak GPU and host memory per model;
 #   3. the default run (DRAGON's MG grid) and one --not_mg run end to end on CUDA;

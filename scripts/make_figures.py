@@ -72,12 +72,12 @@ def dataflow(path: Path) -> None:
         "runner": (
             0.0,
             2.4,
-            "runner.py: the grid loop\nstore.py: run folder, claims,\nresults.jsonl (one line each)",
+            "runs/: grid (open, record, close),\nthe claim loop; folder.py: claims,\nresults.jsonl (one line each)",
         ),
         "executor": (
             0.0,
             0.6,
-            "executor: local (in order)\nor ray (executors.py:\none Ray task per combination)",
+            "executor: local (in order)\nor ray (runs/ray.py:\none Ray task per combination)",
         ),
         "experiment": (
             3.6,
@@ -97,7 +97,7 @@ def dataflow(path: Path) -> None:
         "trainer": (
             7.2,
             2.4,
-            "trainer.py: MG / plain steps,\nearly stopping, FitProgress\n(knows no model)",
+            "trainer.py: epochs, early stopping;\noptim/: MirrorGradient, PlainStep\n(knows no model)",
         ),
         "models": (
             10.8,
@@ -117,7 +117,7 @@ def dataflow(path: Path) -> None:
         "studies": (
             10.8,
             0.6,
-            "study.py, robustness.py,\nanalysis/ (stats, flatness,\nhessian): built on grid runs",
+            "study/ (protocol, robustness,\nflatness, report), analysis/:\nbuilt on grid runs",
         ),
     }
     arrows = [

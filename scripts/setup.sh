@@ -15,7 +15,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$stamp" ] || [ "$root/pyproject.toml" 
         # shellcheck disable=SC2086
         "$venv/bin/python" -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
     fi
-    # The optional extras the tests use are installed too (TensorBoard, Ray, the text encoder).
-    "$venv/bin/python" -m pip install --quiet -e "$root[dev,tensorboard,ray,prepare]"
+    # The optional extras the tests use are installed too (TensorBoard, Ray, the text encoder,
+    # SAM).
+    "$venv/bin/python" -m pip install --quiet -e "$root[dev,tensorboard,ray,prepare,sam]"
     touch "$stamp"
 fi
