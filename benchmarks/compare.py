@@ -3,6 +3,11 @@
     python benchmarks/compare.py benchmarks/results-cpu-3000x1500.json \
         --reference benchmarks/reference-cpu-3000x1500.json
 
+Several files on either side are rounds of the same benchmark (e.g. one per model and round,
+the rounds interleaved with the reference's): each timing is the median over the rounds that
+have it (the per-round figures kept under ``rounds``), every other key comes from the first
+file naming the model, and ``--merged`` / ``--merged_reference`` write the merged rows.
+
 Prints, per model, build / epoch / MG epoch / evaluation seconds of the reference and of mgrec
 with the speed-up (reference / mgrec), their geometric means, and mgrec's arithmetic floor
 (``floor_s``: the dense and sparse products the model's equations need, timed on the same
@@ -14,12 +19,33 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
+TIMED = ("build_s", "epoch_s", "epoch_mg_s", "eval_s")
+RATIOS = (("ratio", "epoch_s", "floor_s"), ("ratio_mg", "epoch_mg_s", "floor_mg_s"))
 
-def load(path: Path) -> dict[str, dict[str, Any]]:
-    return {row["model"]: row for row in json.loads(path.read_text())}
+
+def load(*paths: Path) -> dict[str, dict[str, Any]]:
+    """Rows by model, in first-seen order; over several files, the median of each timing."""
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        for row in json.loads(path.read_text()):
+            rounds.setdefault(row["model"], []).append(row)
+    merged = {}
+    for model, rows in rounds.items():
+        row = dict(rows[0])
+        if len(rows) > 1:
+            row["rounds"] = {
+                key: [r[key] for r in rows if key in r] for key in TIMED if key in rows[0]
+            }
+            row.update({key: statistics.median(values) for key, values in row["rounds"].items()})
+            for key, measured, floor_key in RATIOS:
+                if row.get(floor_key) and measured in row:
+                    row[key] = row[measured] / row[floor_key]
+        merged[model] = row
+    return merged
 
 
 def cell(ref: float | None, ours: float | None) -> str:
@@ -79,12 +105,18 @@ def floor_table(ours: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ours", type=Path)
-    parser.add_argument("--reference", type=Path)
+    parser.add_argument("ours", type=Path, nargs="+")
+    parser.add_argument("--reference", type=Path, nargs="+")
+    parser.add_argument("--merged", type=Path, help="write mgrec's merged rows here (JSON)")
+    parser.add_argument("--merged_reference", type=Path, help="the reference's merged rows")
     args = parser.parse_args()
-    ours = load(args.ours)
-    if args.reference is not None:
-        print(side_by_side(ours, load(args.reference)), end="\n\n")
+    ours = load(*args.ours)
+    reference = load(*args.reference) if args.reference else None
+    for path, rows in ((args.merged, ours), (args.merged_reference, reference)):
+        if path is not None and rows is not None:
+            path.write_text(json.dumps(list(rows.values()), indent=2) + "\n")
+    if reference is not None:
+        print(side_by_side(ours, reference), end="\n\n")
     print(floor_table(ours))
 
 

@@ -55,6 +55,30 @@ width; every product forward and backward unless marked "weight grad only"):
   item graph at width 128 and the user graph at width 128. Its feature tables and ``*_trs``
   layers never reach the loss: not counted.
 - LayerGCN: ``n_layers`` propagations over the (pruned) user-item graph at width d.
+- LATTICE: ``len(weight_size)`` propagations over the user-item graph with self-loops (width
+  d) and ``n_layers`` products with the item graph S (learned + frozen kNN entries, 4k per row
+  with both modalities; width d); once per epoch (``PER_EPOCH``: S is rebuilt, with its
+  gradient, on the epoch's first batch only, not on MG's mirror pass) the projections of all
+  items (trainable tables: input and weight grads), their [I, f] x [f, I] cosine for the
+  learned top-k, the kept entries' dot products (gradient to both ends) and the gradient of S's
+  values (an SDDMM over S at width d).
+- MGCN: the image and text projections of all items (trainable tables: input and weight
+  grads) and their gates, ``n_ui_layers`` propagations over the user-item graph, per modality
+  ``n_layers`` products with its frozen kNN item graph and one with R (users x items), the
+  attention query (d -> d -> 1) on both [N, d] views, the two preference gates on [N, d], and
+  with cl_loss > 0 the two in-batch InfoNCE logits, [n, d] x [d, n] over the batch's distinct
+  users and distinct positives (a repeated row is one row and column, counted).
+- MVGAE: per expert (image, text, collaborative) the MLP of all items to 128 (inputs frozen:
+  weight grad only), ``X W`` of every layer's convolutions (layer 1: input gradient for the
+  item rows only, the user preferences being frozen), one mean aggregation per layer for the
+  three experts' columns together (3d wide, then 6d for the mu and log-variance convolutions),
+  the gates g_1, g_4, g_5 and linear_4, linear_5 on [N, d]; the four reconstruction terms'
+  hardest-negative searches, [distinct users, d] x [d, distinct negatives] each, forward only.
+- SELFCFED_LGN: ``n_layers`` propagations over the edge-dropped graph (the kept entries at
+  the expected rate: the drop rate is uniform in [0, 1), half the entries on average) and the
+  predictor on the batch's user and item rows. No negatives, no features.
+- ItemKNNCBF has no floor: it trains nothing (its scores are built from the data at
+  construction), so it has no epoch; the benchmark times its build and its ranking only.
 """
 
 from __future__ import annotations
@@ -72,6 +96,7 @@ GEMM, GEMM_TN, SPMM = "gemm", "gemm_tn", "spmm"
 IMAGE_LATENT = 256  # MMGCN's image MLP width (hard-coded in the reference)
 BRANCH_LATENT = 64  # DualGNN/DRAGON's branch width (hard-coded in the reference)
 NEIGHBOURS = 40  # DualGNN/DRAGON's sampled user-graph neighbours per user
+MVGAE_LATENT = 128  # MVGAE's expert input width (hard-coded in the reference)
 
 
 @dataclass(frozen=True)
@@ -111,6 +136,8 @@ class Workload:
             min(rows * item rows per row, I).
         distinct_positives: distinct positive items of each batch (SLMRec's losses need one
             logit column per distinct item, counted); None: the batch's rows.
+        distinct_users, distinct_negatives: distinct users / negative items of each batch
+            (MVGAE's hardest-negative search runs on their product); None: the batch's rows.
         pairs: distinct (user, item) training pairs (default: E).
         dv, dt: image / text feature widths (None: the modality is absent).
         graph_nnz: stored entries of the model's graphs, by the model's attribute name
@@ -124,6 +151,8 @@ class Workload:
     batch_rows: Sequence[int]
     distinct_items: Sequence[int] | None = None
     distinct_positives: Sequence[int] | None = None
+    distinct_users: Sequence[int] | None = None
+    distinct_negatives: Sequence[int] | None = None
     pairs: int | None = None
     dv: int | None = 4096
     dt: int | None = 384
@@ -154,6 +183,16 @@ class Workload:
     def positives(self, batch: int) -> int:
         if self.distinct_positives is not None:
             return int(self.distinct_positives[batch])
+        return min(int(self.batch_rows[batch]), self.n_items)
+
+    def users(self, batch: int) -> int:
+        if self.distinct_users is not None:
+            return int(self.distinct_users[batch])
+        return min(int(self.batch_rows[batch]), self.n_users)
+
+    def negatives(self, batch: int) -> int:
+        if self.distinct_negatives is not None:
+            return int(self.distinct_negatives[batch])
         return min(int(self.batch_rows[batch]), self.n_items)
 
     def nnz(self, name: str, default: int) -> int:
@@ -343,6 +382,94 @@ def _dragon(w: Workload, c: Mapping[str, Any], b: int) -> list[Op]:
     return ops + spmm("user graph", w.n_users, w.n_users, nnz, width)
 
 
+def _lattice_item_graph_nnz(w: Workload, k: int) -> int:
+    """Entries of LATTICE's S: k per row from each modality's learned and frozen graphs."""
+    return 2 * k * w.n_items * sum(1 for width in (w.dv, w.dt) if width)
+
+
+def _lattice(w: Workload, c: Mapping[str, Any], b: int) -> list[Op]:
+    d, k = int(_cfg(c, "embedding_size", 64)), int(_cfg(c, "knn_k", 10))
+    n, s_nnz = w.n_nodes, _lattice_item_graph_nnz(w, k)
+    ops: list[Op] = []
+    for _ in range(len(_cfg(c, "weight_size", [64, 64]))):  # P = D^-1 (A + Id)
+        ops += spmm("P @ X", n, n, w.nnz("norm_adj", 2 * w.n_pairs + n), d)
+    for _ in range(int(_cfg(c, "n_layers", 1))):
+        ops += spmm("S @ h (item graph)", w.n_items, w.n_items, s_nnz, d)
+    return ops
+
+
+def _lattice_rebuild(w: Workload, c: Mapping[str, Any]) -> list[Op]:
+    """The learned graph's products, made once per epoch (on its first batch)."""
+    d, f = int(_cfg(c, "embedding_size", 64)), int(_cfg(c, "feat_embed_dim", 64))
+    k, n_items = int(_cfg(c, "knn_k", 10)), w.n_items
+    ops: list[Op] = []
+    for modality, width in (("image", w.dv), ("text", w.dt)):
+        if width:  # trainable feature tables: input and weight grads, every item
+            ops += linear(f"{modality} projection (all items)", n_items, width, f, n_items)
+            ops.append(Op("learned kNN: cosine of all item pairs", GEMM, (n_items, f, n_items)))
+            ops += spmm("learned kNN: kept entries' dots", n_items, n_items, k * n_items, f, 2)
+    if int(_cfg(c, "n_layers", 1)) > 0:  # S's values get a gradient from its first product
+        dims = (n_items, n_items, _lattice_item_graph_nnz(w, k), d)
+        ops.append(Op("S @ h: gradient of S's values", SPMM, dims, "bwd_input"))
+    return ops
+
+
+def _mgcn(w: Workload, c: Mapping[str, Any], b: int) -> list[Op]:
+    d, n_items, n = int(_cfg(c, "embedding_size", 64)), w.n_items, w.n_nodes
+    ops: list[Op] = []
+    for modality, width in (("image", w.dv), ("text", w.dt)):
+        if width:  # trainable feature tables: input and weight grads, every item
+            ops += linear(f"{modality} projection (all items)", n_items, width, d, n_items)
+            ops += linear("feature gates (all items)", n_items, d, d, n_items)
+    for _ in range(int(_cfg(c, "n_ui_layers", 2))):
+        ops += spmm("A @ X", n, n, w.nnz("norm_adj", 2 * w.n_pairs), d)
+    k = int(_cfg(c, "knn_k", 10))
+    for modality, width in (("image", w.dv), ("text", w.dt)):
+        if width:
+            graph_nnz = w.nnz(f"{modality}_graph", k * n_items)
+            for _ in range(int(_cfg(c, "n_layers", 1))):
+                ops += spmm("G_m @ x (kNN item graph)", n_items, n_items, graph_nnz, d)
+            ops += spmm("R @ items", w.n_users, n_items, w.nnz("user_item", w.n_pairs), d)
+            ops += linear("attention query d -> d", n, d, d, n)
+            ops += linear("attention query d -> 1", n, d, 1, n)
+    ops += linear("preference gates", n, d, d, n) * 2
+    if float(_cfg(c, "cl_loss", 0.001)) != 0.0:  # one logit row and column per distinct id
+        ops += matmul("InfoNCE logits (users)", w.users(b), d, w.users(b))
+        ops += matmul("InfoNCE logits (items)", w.positives(b), d, w.positives(b))
+    return ops
+
+
+def _mvgae(w: Workload, c: Mapping[str, Any], b: int) -> list[Op]:
+    d, n, n_items = int(_cfg(c, "embedding_size", 64)), w.n_nodes, w.n_items
+    experts = [(m, width) for m, width in (("image", w.dv), ("text", w.dt)) if width]
+    experts.append(("collaborative", d))
+    e = len(experts)
+    nnz = w.nnz("mean_agg", 2 * w.train_rows + n)  # S2 both ways and a self-loop per node
+    ops: list[Op] = []
+    for modality, width in experts:  # frozen inputs: weight grad only
+        ops += linear(f"{modality} MLP", n_items, width, MVGAE_LATENT, 0)
+    for layer in range(1, min(int(_cfg(c, "n_layers", 1)), 2) + 1):
+        in_dim, grad_rows = (MVGAE_LATENT, n_items) if layer == 1 else (d, n)
+        ops += matmul(f"conv X W (layer {layer})", n, in_dim, d, grad_rows) * e
+        ops += spmm(f"mean aggregation (layer {layer})", n, n, nnz, e * d)
+        ops += linear(f"g_layer{layer}", n, d, d, n) * e
+    ops += matmul("conv X W (mu, log-variance)", n, d, d) * (2 * e)
+    ops += spmm("mean aggregation (mu, log-variance)", n, n, nnz, 2 * e * d)
+    ops += linear("g_layer4/5, linear_layer4/5", n, d, d, n) * (4 * e)
+    search = Op("hardest negatives (no grad)", GEMM, (w.users(b), d, w.negatives(b)))
+    return ops + [search] * (e + 1)  # the fused z and each expert's
+
+
+def _selfcfed_lgn(w: Workload, c: Mapping[str, Any], b: int) -> list[Op]:
+    d, rows = int(_cfg(c, "embedding_size", 64)), int(w.batch_rows[b])
+    kept = w.nnz("norm_adj", 2 * w.n_pairs) // 2  # the drop rate is U[0, 1): half kept
+    ops: list[Op] = []
+    for _ in range(int(_cfg(c, "n_layers", 1))):
+        ops += spmm("A_drop @ X", w.n_nodes, w.n_nodes, kept, d)
+    ops += linear("predictor (batch users, batch items)", rows, d, d, rows) * 2
+    return ops
+
+
 MODELS: dict[str, Callable[[Workload, Mapping[str, Any], int], list[Op]]] = {
     "VBPR": _vbpr,
     "MMGCN": _mmgcn,
@@ -353,6 +480,15 @@ MODELS: dict[str, Callable[[Workload, Mapping[str, Any], int], list[Op]]] = {
     "FREEDOM": _freedom,
     "DRAGON": _dragon,
     "LayerGCN": _layergcn,
+    "LATTICE": _lattice,
+    "MGCN": _mgcn,
+    "MVGAE": _mvgae,
+    "SELFCFED_LGN": _selfcfed_lgn,
+}
+
+# Products an epoch makes once, not per batch (MG's mirror pass does not repeat them).
+PER_EPOCH: dict[str, Callable[[Workload, Mapping[str, Any]], list[Op]]] = {
+    "LATTICE": _lattice_rebuild,
 }
 
 
@@ -403,9 +539,11 @@ def aggregate(ops: Iterable[Op]) -> list[OpClass]:
 def epoch_ops(
     model: str, workload: Workload, config: Mapping[str, Any], mg: bool = False, beta: int = 3
 ) -> list[Op]:
-    """Every product of one epoch (with ``mg``: the repeated pass of every beta-th batch too)."""
+    """Every product of one epoch: its per-epoch products (``PER_EPOCH``), every batch's, and
+    with ``mg`` the repeated pass of every beta-th batch."""
     n_batches = len(workload.batch_rows)
-    ops = [op for b in range(n_batches) for op in batch_ops(model, workload, config, b)]
+    ops = PER_EPOCH[model](workload, config) if model in PER_EPOCH else []
+    ops += [op for b in range(n_batches) for op in batch_ops(model, workload, config, b)]
     if mg:
         for b in mg_batches(n_batches, beta):
             ops += batch_ops(model, workload, config, b)
@@ -444,19 +582,28 @@ def random_csr(rows: int, cols: int, nnz: int, device: torch.device, seed: int =
 
 
 def _operands(kind: str, dims: tuple[int, ...], device: torch.device) -> Callable[[], Any]:
+    """The product as a call, writing into one preallocated output: the floor is the
+    arithmetic, not the first touch of a fresh output's pages (a process with a bounded heap,
+    as ``benchmarks/run.py``, maps every output of 4 MB or more afresh)."""
     if kind == SPMM:
         rows, cols, nnz, d = dims
         matrix = random_csr(rows, cols, nnz, device)
         x = torch.randn(cols, d, device=device)
-        return lambda: matrix @ x
+        out = torch.empty(rows, d, device=device)
+        try:
+            torch.mm(matrix, x, out=out)
+        except RuntimeError:  # no out= for this layout here
+            return lambda: matrix @ x
+        return lambda: torch.mm(matrix, x, out=out)
     m, k, n = dims
+    out = torch.empty(m, n, device=device)
     if kind == GEMM_TN:
         a = torch.randn(k, m, device=device)
         b = torch.randn(k, n, device=device)
-        return lambda: a.t() @ b
+        return lambda: torch.mm(a.t(), b, out=out)
     a = torch.randn(m, k, device=device)
     b = torch.randn(k, n, device=device)
-    return lambda: a @ b
+    return lambda: torch.mm(a, b, out=out)
 
 
 def time_op(

@@ -25,6 +25,12 @@ and, new:
     peak_host_gb          the process's peak resident memory per phase (build: data, evaluator,
                 batches and model; train; train_mg; eval), from VmHWM reset between phases
 
+A model that trains nothing (ItemKNNCBF: ``trainable`` is False) has no epoch: only its build
+and evaluation are timed (``"trains": false`` in its results), and it has no floor.
+
+The process bounds its host heap as a training run does (``experiment.bound_host_heap``: a
+fixed glibc mmap threshold), so memory peaks and the cost of large allocations are a run's.
+
 With ``--batches N`` only N training batches are timed (plain, and with every batch mirrored
 for MG); ``batch_s`` / ``batch_mg_s`` are seconds per batch, and ``epoch_s`` / ``epoch_mg_s``
 are extrapolated: pre_epoch_processing + sampling + the epoch's plain batches + its mirrored
@@ -67,7 +73,7 @@ from mgrec.data import user_graph  # noqa: E402
 from mgrec.data.cache import Cache  # noqa: E402
 from mgrec.data.sampler import TrainBatches  # noqa: E402
 from mgrec.data.synthetic import SyntheticSpec, generate, write_dataset  # noqa: E402
-from mgrec.models import MODULES, Recommender, get  # noqa: E402
+from mgrec.models import Recommender, get, names  # noqa: E402
 from mgrec.paths import PROJECT_ROOT  # noqa: E402
 from mgrec.rng import init_seed  # noqa: E402
 from mgrec.trainer import Trainer  # noqa: E402
@@ -233,16 +239,20 @@ def graph_nnz(model: Recommender) -> dict[str, int]:
 def workload(built: Built) -> floors.Workload:
     """The epoch's shapes for the floor: sizes, one sampled epoch's batches (rows and distinct
     items each) and the model's graphs after one ``pre_epoch_processing``."""
-    distinct, positives, rows = [], [], []
+    distinct, positives, rows, users, negatives = [], [], [], [], []
     for batch in built.batches:
         rows.append(batch.shape[1])
         distinct.append(int(torch.unique(batch[1:]).numel()))
         positives.append(int(torch.unique(batch[1]).numel()))
+        users.append(int(torch.unique(batch[0]).numel()))
+        # batches without negatives ([2, B]): None below, the floor then uses the batch rows
+        negatives.append(int(torch.unique(batch[2]).numel()) if batch.shape[0] > 2 else 0)
     pairs = len(np.unique(built.train_users.astype(np.int64) * built.n_items + built.train_items))
     built.model.pre_epoch_processing()
     return floors.Workload(
         n_users=built.n_users, n_items=built.n_items, train_rows=len(built.train_users),
         batch_rows=rows, distinct_items=distinct, distinct_positives=positives, pairs=pairs,
+        distinct_users=users, distinct_negatives=negatives if all(negatives) else None,
         dv=built.dv, dt=built.dt,
         graph_nnz=graph_nnz(built.model),
     )  # fmt: skip
@@ -254,8 +264,11 @@ def workload(built: Built) -> floors.Workload:
 def train_timings(
     built: Built, args: argparse.Namespace, device: torch.device, memory: PhaseMemory
 ) -> dict[str, Any]:
-    """epoch_s / epoch_mg_s (whole epochs), or with --batches per-batch times extrapolated."""
+    """epoch_s / epoch_mg_s (whole epochs), or with --batches per-batch times extrapolated;
+    nothing but ``{"trains": False}`` for a model that trains nothing."""
     model, combo, batches = built.model, built.combo, built.batches
+    if not getattr(model, "trainable", True):  # built from the data (ItemKNNCBF): build + eval
+        return {"trains": False}
     phases = set(args.phases)
     n_batches = len(batches)
     result: dict[str, Any] = {"n_batches": n_batches}
@@ -335,7 +348,8 @@ def measure(model_name: str, args: argparse.Namespace, dataset: str, data_path: 
     with memory.phase("build"):
         built = build_for_benchmark(model_name, dataset, overrides, device)
     phases = set(args.phases)
-    shapes = workload(built) if "floor" in phases else None
+    # a floor is optional for a model (floor.MODELS): one without is timed without it
+    shapes = workload(built) if "floor" in phases and model_name in floors.MODELS else None
     training = train_timings(built, args, device, memory)
     result: dict[str, Any] = {"model": model_name, "build_s": built.build_s}
     result.update({k: training.pop(k) for k in ("epoch_s", "epoch_mg_s") if k in training})
@@ -423,7 +437,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default=",".join(MODULES), help="comma-separated model names")
+    parser.add_argument("--models", default=",".join(names()), help="comma-separated model names")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--output", help="JSON file for the results")
     parser.add_argument("--users", type=int, default=SPORTS["users"])
@@ -478,17 +492,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, args = parse_args(argv)
+    experiment.bound_host_heap()  # as a training run's configure_torch does
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but CUDA is not available")
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODULES]
+    known = names()
+    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in known]
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(MODULES)}")
+        parser.error(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(known)}")
     dataset, data_path = benchmark_dataset(args)
     if args.worker:  # a child of run_isolated: one model, results to a file
-        Path(args.worker).write_text(json.dumps(measure(names[0], args, dataset, data_path)))
+        Path(args.worker).write_text(json.dumps(measure(chosen[0], args, dataset, data_path)))
         return 0
     machine = (
         torch.cuda.get_device_name()
@@ -500,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'one process per model' if args.isolate else 'one process'}")  # fmt: skip
     print(HEADER)
     results, failed = [], []
-    for name in names:
+    for name in chosen:
         try:
             result = (
                 run_isolated(name, argv)

@@ -105,13 +105,80 @@ def test_frozen_features_get_no_input_gradient() -> None:
     assert roles == {"fwd", "bwd_input", "bwd_weight"}
 
 
-def test_every_model_has_a_floor() -> None:
-    from mgrec.models import MODULES
+def test_every_paper_model_has_a_floor() -> None:
+    from mgrec.models import names, registry
 
-    assert set(floor.MODELS) == set(MODULES)
+    # a floor is optional for a new model (the benchmark says it has none); the paper's have one
+    assert set(registry.paper_models()) <= set(floor.MODELS) <= set(names())
     w = small()
     for model in floor.MODELS:
         assert floor.total_flops(floor.epoch_ops(model, w, {})) > 0, model
+
+
+def test_selfcfed_lgn_counts_the_kept_half_of_the_graph_and_the_predictor() -> None:
+    w = small(graph_nnz={"norm_adj": 1800})  # batches of 256, 256, 256 and 232 rows
+    ops = floor.epoch_ops("SELFCFED_LGN", w, {"embedding_size": 8, "n_layers": 2})
+    propagation = 2 * (2 * 900 * 8)  # A_drop @ X and its backward, 900 of 1800 entries kept
+    predictor = 2 * 3 * (2 * 8 * 8)  # users and items: forward, input and weight grads, per row
+    expected = sum(2 * propagation + predictor * rows for rows in (256, 256, 256, 232))
+    assert floor.total_flops(ops) == expected
+
+
+def test_mvgae_counts_three_experts_and_the_hardest_negative_searches() -> None:
+    n_users, n_items, d = 300, 200, 8
+    n = n_users + n_items
+    w = floor.Workload(
+        n_users, n_items, 1000, [600, 400], dv=16, dt=12, graph_nnz={"mean_agg": 2500},
+        distinct_users=[150, 120], distinct_negatives=[90, 70],
+    )  # fmt: skip
+    mlp = 2 * (2 * n_items * (16 + 12 + d) * 128)  # forward + weight grad (frozen inputs)
+    # layer 1's X W: forward, the input gradient of the item rows only, the weight gradient
+    conv_1 = 3 * (2 * n * 128 * d + 2 * n_items * d * 128 + 2 * 128 * n * d)
+    aggregations = 2 * (2 * 2500 * 3 * d) + 2 * (2 * 2500 * 6 * d)  # 3 experts, then 6 convs
+    dense_d_by_d = (3 + 6 + 12) * 3 * (2 * n * d * d)  # g_1; conv 4/5; g and linear 4/5
+    per_batch = mlp + conv_1 + aggregations + dense_d_by_d
+    searches = 4 * 2 * d * (150 * 90 + 120 * 70)  # fused z and 3 experts, forward only
+    ops = floor.epoch_ops("MVGAE", w, {"embedding_size": d, "n_layers": 1})
+    assert floor.total_flops(ops) == 2 * per_batch + searches
+    assert {op.role for op in ops if op.label.startswith("hardest")} == {"fwd"}
+
+
+def test_lattice_rebuilds_its_item_graph_once_per_epoch() -> None:
+    w = floor.Workload(300, 200, 1000, [256] * 4, dv=16, dt=12, graph_nnz={"norm_adj": 2400})
+    config = {"embedding_size": 8, "feat_embed_dim": 4, "knn_k": 5, "n_layers": 1}
+    s_nnz = 4 * 5 * 200  # learned and frozen graphs of both modalities, k = 5 per row each
+    per_batch = 2 * 2 * (2 * 2400 * 8) + 2 * (2 * s_nnz * 8)  # 2 P @ X layers, S @ h; + bwd
+    rebuild = (
+        3 * 2 * 200 * (16 + 12) * 4  # both projections of every item: fwd, input, weight grads
+        + 2 * (2 * 200 * 4 * 200)  # the cosines of all item pairs
+        + 2 * 3 * (2 * 5 * 200 * 4)  # the kept entries' dots: fwd and the grads of both ends
+        + 2 * s_nnz * 8  # the gradient of S's values
+    )
+    plain = floor.total_flops(floor.epoch_ops("LATTICE", w, config))
+    assert plain == rebuild + 4 * per_batch
+    mirrored = floor.total_flops(floor.epoch_ops("LATTICE", w, config, mg=True, beta=3))
+    assert mirrored - plain == 2 * per_batch  # batches 0 and 3 again, S not rebuilt
+
+
+def test_mgcn_trains_its_feature_tables_every_batch() -> None:
+    w = small()
+    labels = {
+        (op.label, op.role) for op in floor.batch_ops("MGCN", w, {}, 0) if "projection" in op.label
+    }
+    assert labels == {
+        (f"{m} projection (all items)", role)
+        for m in ("image", "text")
+        for role in ("fwd", "bwd_input", "bwd_weight")
+    }
+    # the InfoNCE logits: [n, d] x [d, n] over the distinct users (180) and positives (150)
+    w = small(distinct_users=[180] * 4, distinct_positives=[150] * 4)
+    without_cl = floor.total_flops(floor.batch_ops("MGCN", w, {"cl_loss": 0.0}, 0))
+    with_cl = floor.total_flops(floor.batch_ops("MGCN", w, {"cl_loss": 0.01}, 0))
+    assert with_cl - without_cl == 3 * (2 * 180 * 64 * 180 + 2 * 150 * 64 * 150)
+
+
+def test_itemknncbf_trains_nothing_so_has_no_floor() -> None:
+    assert "ItemKNNCBF" not in floor.MODELS
 
 
 def test_aggregate_keeps_totals_and_floor_adds_class_times() -> None:

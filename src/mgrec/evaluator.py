@@ -114,36 +114,53 @@ def _grouped_keys(
     return np.sort(rows[keep].astype(np.int64) * n_items + items[keep])
 
 
-def _select(values: torch.Tensor, k: int) -> torch.Tensor:
+def _select(
+    values: torch.Tensor, k: int, kth: torch.Tensor | None = None, nan_free: bool = False
+) -> torch.Tensor:
     """Positions [r, k], increasing, of the k largest entries of each row of ``values`` [r, C].
 
     The exact rule every path reproduces: larger values first, NaN above every number, equal
-    values (NaN included) by lower position. Costs a few passes over ``values``.
+    values (NaN included) by lower position. Costs a few passes over ``values``. ``kth``
+    [r, 1]: each row's k-th largest value (``torch.topk``'s, NaN counting as the largest),
+    when the caller has it already; ``nan_free``: the caller knows ``values`` has no NaN (three
+    passes fewer).
     """
     rows, width = values.shape
     if k >= width:
         return torch.arange(width, device=values.device).expand(rows, width)
-    kth = torch.topk(values, k, dim=1).values[:, -1:]  # [r, 1]; NaN counts as the largest
-    nan = values.isnan()
-    kth_nan = kth.isnan()
-    above = ((values > kth) | nan) & ~kth_nan  # fewer than k per row: all taken
-    tie = torch.where(kth_nan, nan, values == kth)
-    need = k - above.sum(dim=1, keepdim=True)
-    take = above | (tie & (tie.cumsum(dim=1, dtype=torch.int32) <= need))
+    if kth is None:
+        kth = torch.topk(values, k, dim=1).values[:, -1:]  # [r, 1]; NaN counts as the largest
+    if nan_free:
+        above, tie = values > kth, values == kth
+    else:
+        nan = values.isnan()
+        kth_nan = kth.isnan()
+        above = ((values > kth) | nan) & ~kth_nan  # fewer than k per row: all taken
+        tie = torch.where(kth_nan, nan, values == kth)
+    # count_nonzero: no [r, C] integer copy of the mask, as a sum of bools would make
+    rank_dtype = torch.int16 if width < 2**15 else torch.int32  # half the memory when it fits
+    need = (k - torch.count_nonzero(above, dim=1).unsqueeze(1)).to(rank_dtype)
+    take = above | (tie & (tie.cumsum(dim=1, dtype=rank_dtype) <= need))
     return take.nonzero()[:, 1].view(rows, k)
 
 
 def _select_rows(
-    scores: torch.Tensor, rows: torch.Tensor | None, k: int, max_elements: int
+    scores: torch.Tensor,
+    rows: torch.Tensor | None,
+    k: int,
+    max_elements: int,
+    kth: torch.Tensor | None = None,
+    nan_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_select` on ``scores[rows]`` (all rows if None) in chunks of at most
-    ``max_elements`` entries. Returns (values [r, k], positions [r, k])."""
+    ``max_elements`` entries (``kth`` [len(rows), 1]: those rows' k-th values, if known;
+    ``nan_free``: as for ``_select``). Returns (values [r, k], positions [r, k])."""
     count = scores.shape[0] if rows is None else len(rows)
     step = max(1, max_elements // max(1, scores.shape[1]))
     values, positions = [], []
     for start in range(0, count, step):
         part = scores[start : start + step] if rows is None else scores[rows[start : start + step]]
-        pos = _select(part, k)
+        pos = _select(part, k, None if kth is None else kth[start : start + step], nan_free)
         values.append(part.gather(1, pos))
         positions.append(pos)
         del part
@@ -162,9 +179,13 @@ def _top_direct(
     top = torch.topk(scores, k + 1, dim=1)
     positions = torch.sort(top.indices[:, :k], dim=1).values
     odd = (~(top.values[:, k - 1] > top.values[:, k])).nonzero()[:, 0]
+    kth = top.values[:, k - 1 : k]  # the k-th value, as topk(k) gives it
+    # topk ranks NaN first: a block without NaN in its first column has none (checked on a
+    # CPU only, where it costs no device sync)
+    nan_free = scores.device.type == "cpu" and not bool(top.values[:, 0].isnan().any())
     del top
     if len(odd):
-        positions[odd] = _select_rows(scores, odd, k, max_elements)[1]
+        positions[odd] = _select_rows(scores, odd, k, max_elements, kth[odd], nan_free)[1]
     return scores.gather(1, positions), positions
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mgrec.errors import UserError
 from mgrec.models.base import ModelData, Recommender
+from mgrec.models.ops import ReusableBuffer, buffer_of
 
 
 def shrunk_topk(
@@ -72,6 +73,9 @@ class KNNScorer:
         history_start: [U + 1] where each user's training items start in ``history``.
         history: [E] training items grouped by user (file order within a user).
         columns, values: [I, k] S as each row's kept columns and similarities.
+        buffer: memory for the score blocks of ``block``, reused once the evaluator has
+            released the previous block (a block is 16 MB on a CPU: made fresh, it is faulted
+            in page by page every time); None: fresh memory.
     """
 
     def __init__(
@@ -80,16 +84,19 @@ class KNNScorer:
         history: torch.Tensor,
         columns: torch.Tensor,
         values: torch.Tensor,
+        buffer: ReusableBuffer | None = None,
     ) -> None:
         self.history_start, self.history = history_start, history
         self.columns, self.values = columns, values
         self.n_items = columns.shape[0]
+        self.buffer = buffer
 
     def __call__(self, users: torch.Tensor) -> torch.Tensor:
         return self.block(users, 0, self.n_items)
 
     def block(self, users: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Scores [b, stop - start] of items start..stop-1 for users [b]."""
+        """Scores [b, stop - start] of items start..stop-1 for users [b] (over ``buffer``'s
+        memory when it is free)."""
         first = self.history_start[users]
         counts = self.history_start[users + 1] - first
         row = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
@@ -103,7 +110,10 @@ class KNNScorer:
             inside = (columns >= start) & (columns < stop)
             columns, values, rows = columns[inside], values[inside], rows[inside]
         width = stop - start
-        scores = values.new_zeros(len(users), width)
+        shape = (len(users), width)
+        scores = (
+            values.new_empty(shape) if self.buffer is None else self.buffer.empty(shape, values)
+        ).zero_()
         flat = (rows * width + (columns - start)).reshape(-1)
         return scores.view(-1).index_add_(0, flat, values.reshape(-1)).view(len(users), width)
 
@@ -150,8 +160,12 @@ class ItemKNNCBF(Recommender):
 
     # Not a dot-product scorer: the evaluator takes any callable with a ``block`` method.
     def scorer(self) -> KNNScorer:
-        return KNNScorer(self.history_start, self.history, self.neighbours, self.similarities)
+        return KNNScorer(
+            self.history_start, self.history, self.neighbours, self.similarities,
+            buffer_of(self, "scores"),
+        )  # fmt: skip
 
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
         """Scores [len(users), I] (a fresh tensor: masking it changes nothing kept)."""
-        return self.scorer()(users)
+        knn = KNNScorer(self.history_start, self.history, self.neighbours, self.similarities)
+        return knn(users)

@@ -17,10 +17,12 @@ G_m = D^-1/2 kNN(cos F_m) D^-1/2, frozen, from the raw features, with the row su
 cosine values at both ends [R]. G_m is built in row blocks (``graphs.normalised_knn_graph``),
 never as a dense I x I similarity. Users reach the item-item views only through R [R].
 
-On a CPU the in-batch InfoNCE terms run on the batch's distinct users / positives (a repeated
-row is one row and one column of the logits, counted as often as it occurs: the same loss on
-an [n, n] product instead of [B, B]), and the trainable feature tables' gradients [I, D] are
-written over kept memory (``_TableProjection``); the values and gradients are the same.
+On a CPU the fusion after the three views (attention, gates, side) runs on the rows the batch
+reads only (its distinct users and items), the in-batch InfoNCE terms on the batch's distinct
+users / positives (a repeated row is one row and one column of the logits, counted as often as
+it occurs: the same loss on an [n, n] product instead of [B, B]), and the trainable feature
+tables' gradients [I, D] are written over kept memory (``_TableProjection``); the values and
+gradients are the same.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from mgrec.models.ops import (
     WeightGradBuffers,
     buffer_of,
     group_entries,
+    merges_repeated_rows,
     plain_backward,
     weight_grad,
     weight_grad_buffers,
@@ -158,8 +161,12 @@ class MGCN(Recommender):
             items = graph @ items
         return torch.cat([self.user_item @ items, items], dim=0)
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(All, side, content), each [N, d] (users first)."""
+    def forward(
+        self, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(All, side, content), each [N, d] (users first); with ``rows`` (node ids [r]), those
+        rows only, each [r, d]: the fusion after the three views is row by row, so a batch
+        needs it on the rows it reads only (the same values and gradients)."""
         item_id = self.item_id_embedding.weight
         image = item_id * self.gate_v(project_table(self.image_embedding, self.image_trs))
         text = item_id * self.gate_t(project_table(self.text_embedding, self.text_trs))
@@ -167,6 +174,8 @@ class MGCN(Recommender):
         content = graphs.layer_mean(self.norm_adj, x, self.n_ui_layers)
         image = self._item_item_view(self.image_graph, image)
         text = self._item_item_view(self.text_graph, text)
+        if rows is not None:
+            content, image, text = (view.index_select(0, rows) for view in (content, image, text))
         attention = F.softmax(
             torch.cat([self.query_common(image), self.query_common(text)], dim=-1), dim=-1
         )
@@ -178,21 +187,27 @@ class MGCN(Recommender):
 
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, pos, neg = batch[0], batch[1], batch[2]
-        everything, side, content = self.forward()
-        items = everything[self.n_users :]
-        e_u = everything.index_select(0, users)
-        e_p, e_n = gather_rows(items, pos, neg)
+        # The rows the batch reads, as node ids: on a CPU the fusion runs on the distinct ones
+        # (``at``: where each batch entry's row is); elsewhere on every row, as the reference.
+        nodes = torch.cat([users, pos + self.n_users, neg + self.n_users])
+        rows, at = None, nodes
+        if merges_repeated_rows(nodes.device):
+            rows, at = torch.unique(nodes, return_inverse=True)
+        everything, side, content = self.forward(rows)
+        at_users, at_pos, at_neg = at.split(len(users))
+        e_u, e_p, e_n = gather_rows(everything, at_users, at_pos, at_neg)
         loss = bpr_logsigmoid(rowwise_dot(e_u, e_p), rowwise_dot(e_u, e_n))
         # [R] divided by the configured batch size, not by B
         reg = (0.5 * (e_u**2).sum() + 0.5 * (e_p**2).sum() + 0.5 * (e_n**2).sum()) / self.batch_size
         if self.cl_weight == 0.0:
             return loss + self.reg_weight * reg
-        contrast = self._nce(side[self.n_users :], content[self.n_users :], pos, "item")
-        contrast = contrast + self._nce(side, content, users, "user")
+        contrast = self._nce(side, content, at_pos, "item")
+        contrast = contrast + self._nce(side, content, at_users, "user")
         return loss + self.reg_weight * reg + self.cl_weight * contrast
 
     def _nce(self, a: torch.Tensor, b: torch.Tensor, ids: torch.Tensor, rows: str) -> torch.Tensor:
-        """In-batch InfoNCE of the row-normalised views a[ids], b[ids] (a, b [n, d]; ids [B]):
+        """In-batch InfoNCE of the row-normalised views a[ids], b[ids] (a, b [n, d]; ids [B]
+        row ids of a and b):
         a repeated row is also its own negative, i.e. one row and column of the logits counted
         as often as it occurs (``group_entries``: on a CPU, one per distinct id). Its logits
         over memory kept per ``rows`` (see ReusableBuffer). Shape []."""

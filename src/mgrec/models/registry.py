@@ -99,7 +99,8 @@ def _class_literals(node: ast.ClassDef) -> dict[str, Any]:
 @functools.cache
 def builtin() -> dict[str, ModelEntry]:
     """The built-in models, in the paper's order (then the others by name)."""
-    classes: dict[str, tuple[list[str], dict[str, Any], str]] = {}  # name -> bases, literals, module
+    # name -> bases, literals, module
+    classes: dict[str, tuple[list[str], dict[str, Any], str]] = {}
     for path in sorted(MODELS_DIR.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in tree.body:

@@ -100,11 +100,15 @@ class SELFCFED_LGN(Recommender):  # noqa: N801 - the reference's model name
         self.norm_adj = data.norm_adj()
         self.edge_dropout = EdgeDropout(self.norm_adj)
 
-    def forward(self, adj: graphs.SparseOp) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer mean over ``adj``: users [U, d], items [I, d]."""
+    def propagate(self, adj: graphs.SparseOp) -> torch.Tensor:
+        """The layer mean over ``adj``: [N, d], users first."""
         tables = self.online_encoder.embedding_dict
         x = torch.cat([tables["user_emb"], tables["item_emb"]])
-        out = graphs.layer_mean(adj, x, self.n_layers)
+        return graphs.layer_mean(adj, x, self.n_layers)
+
+    def forward(self, adj: graphs.SparseOp) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer mean over ``adj``: users [U, d], items [I, d]."""
+        out = self.propagate(adj)
         return out[: self.n_users], out[self.n_users :]
 
     def training_graph(self) -> graphs.SparseOp:
@@ -120,13 +124,16 @@ class SELFCFED_LGN(Recommender):  # noqa: N801 - the reference's model name
         users, items = batch[0], batch[1]
         p = 0.0 if self.is_deterministic else self.dropout
         with self.call_randomness():
-            user_all, item_all = self.forward(self.training_graph())
-            # index_select: its backward is one index_add (an indexing's is a slower index_put)
-            u_online, i_online = user_all.index_select(0, users), item_all.index_select(0, items)
+            out = self.propagate(self.training_graph())
+            # The batch's user and item rows in one gather, through the predictor in one
+            # product: each backward is one index_add / product, not one per table.
+            rows = out.index_select(0, torch.cat([users, items + self.n_users]))  # [2B, d]
+            u_online, i_online = rows.split(len(users))
             with torch.no_grad():  # targets: dropout always in training mode [R]
                 u_target, i_target = dropout(u_online, p), dropout(i_online, p)
-        loss_ui = cosine_to_target(self.predictor(u_online), i_target).mean()
-        loss_iu = cosine_to_target(self.predictor(i_online), u_target).mean()
+        u_predicted, i_predicted = self.predictor(rows).split(len(users))
+        loss_ui = cosine_to_target(u_predicted, i_target).mean()
+        loss_iu = cosine_to_target(i_predicted, u_target).mean()
         reg = half_squared_l2(u_online, i_online)
         return -0.5 * (loss_ui + loss_iu) + self.reg_weight * reg
 
