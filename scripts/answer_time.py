@@ -29,7 +29,9 @@ MISTAKES = {
 PROBE = "import sys, runpy; sys.argv = ['main.py', *sys.argv[1:]]; "
 PROBE += "code = 0\ntry:\n    runpy.run_path('src/main.py', run_name='__main__')\n"
 PROBE += "except SystemExit as e:\n    code = e.code\n"
-PROBE += "print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)"
+PROBE += (
+    "print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)"
+)
 
 
 def main() -> None:
