@@ -31,7 +31,8 @@ def load(*paths: Path) -> dict[str, dict[str, Any]]:
     """Rows by model, in first-seen order; over several files, the median of each timing."""
     rounds: dict[str, list[dict[str, Any]]] = {}
     for path in paths:
-        for row in json.loads(path.read_text()):
+        rows = json.loads(path.read_text())
+        for row in [rows] if isinstance(rows, dict) else rows:  # a worker's file: one row
             rounds.setdefault(row["model"], []).append(row)
     merged = {}
     for model, rows in rounds.items():

@@ -64,7 +64,8 @@ T = TypeVar("T")
 # blocks of that size come from the heap; the evaluator's thousands of 16 MB score blocks,
 # interleaved with small kept tensors, then fragment it: at Elec's shape a full ranking after
 # two training steps peaked at 11.3 GB of host memory instead of 1.0 GB. A fixed threshold sends
-# every block from 4 MB up to mmap and back to the OS on free (no slower on the benchmarks).
+# every block from 4 MB up to mmap and back to the OS on free (the scorers keep their score
+# block's memory across blocks, so a ranking does not fault in a fresh block each time).
 MMAP_THRESHOLD_BYTES = 4 << 20
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 # Fixing the mmap threshold also stops glibc's dynamic trim threshold (2x the mmap threshold),

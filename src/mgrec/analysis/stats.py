@@ -505,6 +505,7 @@ def plot_differences(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     metrics = list(metrics)
     if not panels or not metrics:
@@ -546,6 +547,7 @@ def plot_differences(
         level = next((c["confidence"] for p in comparisons.values() for c in p.values()), 0.95)
         ax.set_xlabel(f"difference from plain (mean, {level:.0%} CI)")
         ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # a narrow panel: labels stay apart
     axes[0].legend(fontsize="small", loc="best")
     if title:
         fig.suptitle(title)
