@@ -144,6 +144,16 @@ def comparisons(
     return found, family
 
 
+def checkpoint_records(per_seed: Sequence[Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
+    """``model``'s seeds as the robustness and flatness runners take them: ``{"seed": s,
+    "<strategy>_checkpoint": path, ...}``, one per seed."""
+    return [
+        {"seed": r["seed"], **{f"{s}_checkpoint": r["arms"][s]["checkpoint"] for s in r["arms"]}}
+        for r in per_seed
+        if r["model"] == model
+    ]
+
+
 def robustness_phase(
     plan: protocol.Plan, per_seed: Sequence[Mapping[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -153,14 +163,7 @@ def robustness_phase(
     others = [s for s in plan.strategies if s != "plain"]
     results: dict[str, Any] = {}
     for model in plan.models:
-        records = [
-            {
-                "seed": r["seed"],
-                **{f"{s}_checkpoint": r["arms"][s]["checkpoint"] for s in r["arms"]},
-            }
-            for r in per_seed
-            if r["model"] == model
-        ]
+        records = checkpoint_records(per_seed, model)
         result = robust.run(records, plan.arm(model, "plain").config, plan.strategies, LABELS)
         result["comparison"] = robust.change_comparisons(result, others)
         results[model] = result
@@ -191,14 +194,7 @@ def flatness_phase(
     flat: dict[str, Any] = {}
     links: dict[str, Any] = {}
     for model in plan.models:
-        records = [
-            {
-                "seed": r["seed"],
-                **{f"{s}_checkpoint": r["arms"][s]["checkpoint"] for s in r["arms"]},
-            }
-            for r in per_seed
-            if r["model"] == model
-        ]
+        records = checkpoint_records(per_seed, model)
         config = plan.arm(model, "plain").config
         flat[model] = study_flatness(records, config, rule, knobs, plan.strategies, LABELS)
         paths = {"model": model, "dataset": plan.dataset}
