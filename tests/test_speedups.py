@@ -13,8 +13,8 @@ from torch import nn
 
 from conftest import GOLDEN, build_golden_model, golden_batch, reference_state
 from mgrec import checkpoint, graphs
+from mgrec.evaluator import FactorScorer
 from mgrec.models import names, ops
-from mgrec.models.base import DotScorer
 from mgrec.models.grcn import attention
 from mgrec.models.layergcn import _plain_refine, refine
 from mgrec.models.losses import cosine_to_target, gather_rows, info_nce
@@ -618,12 +618,12 @@ def test_models_give_the_same_bits_on_the_plain_memory_path(name, summary, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(fast, plain, strict=True))
 
 
-def test_dot_scorer_blocks_over_kept_memory_equal_the_product(memory_path):
+def test_factor_scorer_blocks_over_kept_memory_equal_the_product(memory_path):
     """The evaluator's score blocks: the same values as the plain product, a block still held
     is never written, and a released block's memory is reused (where torch counts users)."""
     g = generator()
     users_e, items_e = torch.randn(40, 8, generator=g), torch.randn(30, 8, generator=g)
-    scorer = DotScorer(users_e, items_e, ops.ReusableBuffer())
+    scorer = FactorScorer(users_e, items_e, ops.ReusableBuffer())
     users = torch.tensor([3, 0, 17, 39, 3])
     first = scorer.block(users, 0, 12)
     assert torch.equal(first, users_e[users] @ items_e[:12].T)

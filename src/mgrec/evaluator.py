@@ -75,6 +75,14 @@ class ItemBlockScorer(Protocol):
     def block(self, users: torch.Tensor, item_start: int, item_stop: int) -> torch.Tensor: ...
 
 
+class BlockMemory(Protocol):
+    """Memory a scorer may write its blocks over (``models.ops.ReusableBuffer``): ``empty``
+    gives an uninitialised contiguous tensor of ``shape`` with ``like``'s dtype and device,
+    never over memory that a tensor handed out earlier still uses."""
+
+    def empty(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class FactorScorer:
     """Dot-product scores from factor tables: ``user_factors[users] @ item_factors[a:b].T``.
@@ -85,10 +93,14 @@ class FactorScorer:
     Attributes:
         user_factors: [n_users, d] user representations.
         item_factors: [n_items, d] item representations.
+        memory: where ``block`` writes its scores, reused once the evaluator has released the
+            previous block (with the host heap bounded, a fresh 16 MB block is faulted in page
+            by page: ~40 % of a CPU ranking at Elec's shape); None: fresh memory.
     """
 
     user_factors: torch.Tensor
     item_factors: torch.Tensor
+    memory: BlockMemory | None = None
 
     def __call__(self, users: torch.Tensor) -> torch.Tensor:
         """Scores [b, n_items] of all items for ``users`` [b]."""
@@ -96,7 +108,11 @@ class FactorScorer:
 
     def block(self, users: torch.Tensor, item_start: int, item_stop: int) -> torch.Tensor:
         """Scores [b, item_stop - item_start] of items item_start .. item_stop - 1."""
-        return self.user_factors[users] @ self.item_factors[item_start:item_stop].T
+        rows, items = self.user_factors[users], self.item_factors[item_start:item_stop]
+        if self.memory is None:
+            return rows @ items.T
+        out = self.memory.empty((len(users), item_stop - item_start), rows)
+        return torch.mm(rows, items.T, out=out)
 
 
 def first_appearance_order(users: np.ndarray) -> np.ndarray:

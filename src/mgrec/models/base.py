@@ -15,7 +15,8 @@ from mgrec.data.dataset import RecData
 from mgrec.data.files import MODALITY_NAMES
 from mgrec.data.user_graph import UserGraph
 from mgrec.errors import UserError
-from mgrec.models.ops import ReusableBuffer, buffer_of
+from mgrec.evaluator import FactorScorer
+from mgrec.models.ops import buffer_of
 from mgrec.models.schema import check_keys
 from mgrec.rng import seeded
 
@@ -31,42 +32,6 @@ class BlockScorer(Protocol):
     def __call__(self, users: torch.Tensor) -> torch.Tensor: ...
 
     def block(self, users: torch.Tensor, start: int, stop: int) -> torch.Tensor: ...
-
-
-class DotScorer:
-    """Scores as dot products of user and item representations, computed once for all blocks.
-
-    ``scorer(users)`` gives [b, I]; ``block(users, start, stop)`` the columns of items
-    ``start..stop-1`` only, so an evaluator can stream items in bounded memory.
-
-    Attributes:
-        user_factors: [U, D] user representations.
-        item_factors: [I, D] item representations.
-        buffer: memory for the blocks of ``block``, reused once the evaluator has released the
-            previous block (with the host heap bounded, a fresh 16 MB block is faulted in page
-            by page: ~40 % of a CPU ranking at Elec's shape); None: fresh memory.
-    """
-
-    def __init__(
-        self,
-        user_factors: torch.Tensor,
-        item_factors: torch.Tensor,
-        buffer: ReusableBuffer | None = None,
-    ) -> None:
-        self.user_factors = user_factors
-        self.item_factors = item_factors
-        self.buffer = buffer
-
-    def __call__(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_factors[users] @ self.item_factors.T
-
-    def block(self, users: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Scores [b, stop - start] of items start..stop-1."""
-        rows, items = self.user_factors[users], self.item_factors[start:stop]
-        if self.buffer is None:
-            return rows @ items.T
-        out = self.buffer.empty((len(users), stop - start), rows)
-        return torch.mm(rows, items.T, out=out)
 
 
 @dataclass
@@ -285,7 +250,7 @@ class Recommender(nn.Module):
             user_e, item_e = self.training_cache
         else:
             user_e, item_e = self.inference_embeddings()
-        return DotScorer(user_e, item_e, buffer_of(self, "scores"))
+        return FactorScorer(user_e, item_e, buffer_of(self, "scores"))
 
     def prepare_scoring(self, state: Mapping[str, torch.Tensor] | None = None) -> None:
         """Score from the parameters, as the reference's quick_eval does after loading a
