@@ -7,7 +7,10 @@ Random factors and a random split (``--train_per_user`` masked items and one rel
 per user). It times, on one thread by default, the evaluator before this rewrite (a verbatim
 copy of its loop: ``index_put_`` mask, ``torch.topk``, binary search; with ``--batch_size``
 users per block, then with the new block size) and the current one with a plain callable and
-with a :class:`~mgrec.evaluator.FactorScorer` (which may stream items). For each it prints
+with a :class:`~mgrec.evaluator.FactorScorer` (which may stream items), fresh memory for each
+score block and blocks over kept memory (``models.ops.ReusableBuffer``, as models score; with
+``--bound_heap`` the process bounds its heap as a run does, so a fresh 16 MB block is faulted
+in page by page). For each it prints
 the process CPU seconds spent inside the scorer (the matrix products), the rest (masking,
 top-k, merging, hits: "ranking"), ranking / matmul and ranking per score, best of
 ``--repeats``, and checks that every variant gives the same hit matrix as the old path.
@@ -27,8 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from mgrec import experiment  # noqa: E402
 from mgrec.data.dataset import Split  # noqa: E402
 from mgrec.evaluator import MASK_SCORE, Evaluator, FactorScorer  # noqa: E402
+from mgrec.models.ops import ReusableBuffer  # noqa: E402
 
 
 def old_hits(
@@ -81,7 +86,10 @@ def main() -> None:
     parser.add_argument("--budget_mb", type=float, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bound_heap", action="store_true", help="bound the heap as a run does")
     args = parser.parse_args()
+    if args.bound_heap:
+        experiment.bound_host_heap()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     n_users, n_items = args.users, args.items
@@ -99,15 +107,22 @@ def main() -> None:
     )
 
     new_users = evaluator.block_shape(False)[0]
-    variants: dict[str, tuple[bool, Callable[[Timed], np.ndarray]]] = {
-        "old": (False, lambda timed: old_hits(evaluator, timed, args.batch_size)),
-        "old, new block size": (False, lambda timed: old_hits(evaluator, timed, new_users)),
-        "new, callable": (False, lambda timed: evaluator.hits(timed)),
-        "new, FactorScorer": (True, lambda timed: evaluator.hits(timed)),
+    kept = FactorScorer(factors.user_factors, factors.item_factors, ReusableBuffer())
+    variants: dict[str, tuple[bool, FactorScorer, Callable[[Timed], np.ndarray]]] = {
+        "old": (False, factors, lambda timed: old_hits(evaluator, timed, args.batch_size)),
+        "old, new block size": (
+            False,
+            factors,
+            lambda timed: old_hits(evaluator, timed, new_users),
+        ),
+        "new, callable": (False, factors, lambda timed: evaluator.hits(timed)),
+        "new, FactorScorer": (True, factors, lambda timed: evaluator.hits(timed)),
+        "new, kept block": (True, kept, lambda timed: evaluator.hits(timed)),
     }
     print(
         f"{n_users} users x {n_items} items x {args.dim}-d, depth {args.depth}, "
-        f"{args.threads} thread(s), torch {torch.__version__}; "
+        f"{args.threads} thread(s), torch {torch.__version__}, heap "
+        f"{'bound' if args.bound_heap else 'not bound'}; "
         f"new blocks: callable {evaluator.block_shape(False)}, "
         f"FactorScorer {evaluator.block_shape(True)} (users, items)"
     )
@@ -116,10 +131,10 @@ def main() -> None:
         f"{'ranking ns/score':>17}  same hits"
     )
     reference = None
-    for name, (blocks, run) in variants.items():
+    for name, (blocks, scorer, run) in variants.items():
         best: tuple[float, float] | None = None
         for _ in range(args.repeats):
-            timed = Timed(factors, blocks)
+            timed = Timed(scorer, blocks)
             start = time.process_time()
             hits = run(timed)
             total = time.process_time() - start
