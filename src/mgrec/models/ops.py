@@ -349,15 +349,17 @@ def project_rows(table: nn.Embedding, layer: nn.Linear, rows: torch.Tensor) -> t
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """``F.dropout(x, p, training=True)``: each entry kept with probability 1 - p and scaled by
-    1 / (1 - p) (the same values as torch's), its mask drawn as ``rand >= p`` from torch's
-    generator: on a CPU ``bernoulli_`` is ~4x slower than ``rand``."""
+    """``F.dropout(x, p, training=True)`` in distribution: each entry kept with probability
+    1 - p and scaled by 1 / (1 - p) (the same values as torch's), its mask drawn as
+    ``rand >= p`` from torch's generator, one uniform draw per entry. On a CPU torch's own
+    kernel (``bernoulli_``) is ~2-4x slower and draws other masks, and leaves the generator
+    elsewhere, so the draws after it differ from the reference's too."""
     if p <= 0.0:
         return x  # as F.dropout
     if p >= 1.0:
         return torch.zeros_like(x)
-    noise = (torch.rand_like(x) >= p).to(x.dtype).div_(1.0 - p)
-    return x * noise
+    keep = torch.rand_like(x).ge_(p)  # 1.0 / 0.0 in the draw's own memory
+    return x * keep.div_(1.0 - p)
 
 
 def rand_xavier_normal(*shape: int) -> torch.Tensor:

@@ -58,7 +58,8 @@ class EdgeDropout:
         values scaled by 1 / (1 - rate)."""
         values = torch.where(noise >= rate, self.values / (1.0 - rate), 0.0)
         dropped = copy.copy(self.pattern)  # shares the layouts; new values in both orders
-        dropped.values, dropped.values_t = values, values[self.transpose_order]
+        dropped.values = values
+        dropped.values_t = values.index_select(0, self.transpose_order)
         dropped._coo = None  # rebuilt from the new values if ever asked for
         return dropped
 
@@ -123,18 +124,18 @@ class SELFCFED_LGN(Recommender):  # noqa: N801 - the reference's model name
     def calculate_loss(self, batch: torch.Tensor) -> torch.Tensor:
         users, items = batch[0], batch[1]
         p = 0.0 if self.is_deterministic else self.dropout
+        b = len(users)
         with self.call_randomness():
             out = self.propagate(self.training_graph())
-            # The batch's user and item rows in one gather, through the predictor in one
-            # product: each backward is one index_add / product, not one per table.
-            rows = out.index_select(0, torch.cat([users, items + self.n_users]))  # [2B, d]
-            u_online, i_online = rows.split(len(users))
-            with torch.no_grad():  # targets: dropout always in training mode [R]
-                u_target, i_target = dropout(u_online, p), dropout(i_online, p)
-        u_predicted, i_predicted = self.predictor(rows).split(len(users))
-        loss_ui = cosine_to_target(u_predicted, i_target).mean()
-        loss_iu = cosine_to_target(i_predicted, u_target).mean()
-        reg = half_squared_l2(u_online, i_online)
+            # The batch's user rows then item rows [2B, d], in one gather, through the predictor
+            # in one product, their cosines in one call: each step's kernels once, not per side.
+            online = out.index_select(0, torch.cat([users, items + self.n_users]))
+            with torch.no_grad():  # targets: dropout always in training mode [R]; one draw
+                target = dropout(online, p)  # = the users' draw, then the items'
+        # each side predicts the other's target: users against items' targets, items users'
+        cosines = cosine_to_target(self.predictor(online), target.roll(b, 0))  # [2B]
+        loss_ui, loss_iu = cosines[:b].mean(), cosines[b:].mean()
+        reg = half_squared_l2(online)  # the user rows' and the item rows' squares together
         return -0.5 * (loss_ui + loss_iu) + self.reg_weight * reg
 
     def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
