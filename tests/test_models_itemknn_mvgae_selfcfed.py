@@ -337,13 +337,16 @@ def test_selfcfed_rate_mask_and_target_dropout_are_owned(summary, tmp_path, monk
     # deterministic(), which gives the fixture's loss.
     seen = []
     original = selfcfed_lgn.dropout
-    monkeypatch.setattr(selfcfed_lgn, "dropout", lambda x, p: seen.append(p) or original(x, p))
+    monkeypatch.setattr(
+        selfcfed_lgn, "dropout", lambda x, p: seen.append((p, len(x))) or original(x, p)
+    )
     model.eval()
     losses = [model.calculate_loss(batch).item() for _ in range(2)]
-    assert losses[0] != losses[1] and seen == [model.dropout] * 2 and model.dropout > 0
+    both = 2 * batch.shape[1]  # one draw over the user rows and the item rows
+    assert losses[0] != losses[1] and seen == [(model.dropout, both)] * 2 and model.dropout > 0
     with model.deterministic():
         assert model.calculate_loss(batch).item() == pytest.approx(expected, rel=1e-6)
-    assert seen[-1] == 0.0
+    assert seen[-1] == (0.0, both)
     model.train()
     with model.training_draw(1):
         first = [model.calculate_loss(batch).item() for _ in range(2)]
